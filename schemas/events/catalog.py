@@ -1,0 +1,18 @@
+"""Catalog changes, so services that price things (orders, for standing orders) keep their own copy."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from schemas.envelope import Event
+from schemas.types import Money, Sku, UtcDateTime
+
+
+class ProductChanged(Event):
+    """A catalog product was created or changed (price, name, active flag)."""
+    key_field = "sku"
+    sku: Sku
+    name: str
+    description: str = ""
+    unit_price: Money
+    active: bool = Field(description="inactive products cannot be ordered")
+    changed_at: UtcDateTime

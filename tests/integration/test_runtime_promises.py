@@ -1,0 +1,206 @@
+"""The runtime's promises, each tested against the real broker and PostgreSQL:
+nothing lost, nothing doubled, bad input dead-lettered, transient faults retried."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from runtime.clock import WallClock
+from runtime.config import with_dbname
+from runtime.service import ServiceProcess
+from schemas import OrderPlaced
+from tests.conftest import wait_until
+from tests.integration import probe_service
+
+pytestmark = pytest.mark.integration
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LOG = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), "salesbus-probe.log"), "ab")
+
+
+def order(order_id: str, customer_id: str = "c-1") -> OrderPlaced:
+    return OrderPlaced.model_validate({
+        "order_id": order_id, "customer_id": customer_id,
+        "lines": [{"sku": "BULB-60W", "name": "Bulb", "quantity": 2, "unit_price": {"amount": "1.50", "currency": "EUR"}}],
+        "total": {"amount": "3.00", "currency": "EUR"},
+        "delivery": {"recipient": "Stores", "address_lines": ["1 Quay"], "city": "Split", "postal_code": "21000",
+                     "country": "HR", "phone": "+385 21 000", "email": "buyer@example.hr"},
+        "payment": {"mode": "account"}, "placed_at": datetime(2026, 1, 5, tzinfo=timezone.utc)})
+
+
+@contextmanager
+def probe(cfg, name: str, topics: list[str] = ("OrderPlaced",)):
+    proc = ServiceProcess(probe_service.make(name, list(topics)), cfg, WallClock())
+    proc.start()
+    try:
+        yield proc
+        assert not proc.crashed, "a runtime loop crashed (see the log)"
+    finally:
+        proc.stop()
+
+
+def probe_process(cfg, name: str, topics: str = "OrderPlaced", crash_at: str | None = None) -> subprocess.Popen:
+    env = {**os.environ, "SALESBUS_KAFKA_BOOTSTRAP": cfg.kafka_bootstrap, "SALESBUS_DATABASE_URL": cfg.database_url,
+           "PROBE_NAME": name, "PROBE_TOPICS": topics, "SALESBUS_BATCH_TIMEOUT_S": "0.02"}
+    if crash_at:
+        env["SALESBUS_CRASH_AT"] = crash_at
+    return subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", "tests.integration.probe_service:SERVICE"],
+                            env=env, cwd=ROOT, stdout=LOG, stderr=subprocess.STDOUT)
+
+
+def query(cfg, db: str, sql: str, params=()):
+    with psycopg.connect(with_dbname(cfg.database_url, db)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def times(cfg, db: str, aggregate_id: str, topic: str = "OrderPlaced") -> int:
+    rows = query(cfg, db, "SELECT times FROM effects WHERE aggregate_id = %s AND topic = %s", (aggregate_id, topic))
+    return rows[0][0] if rows else 0
+
+
+def committed(cfg, group: str, topic: str) -> int:
+    c = Consumer({**cfg.kafka_common(), "group.id": group})
+    try:
+        meta = c.list_topics(topic, timeout=10)
+        parts = [TopicPartition(topic, p) for p in meta.topics[topic].partitions]
+        return sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
+    finally:
+        c.close()
+
+
+def records_on(cfg, topic: str, event_or_key: str, timeout: float = 20.0):
+    from runtime.tap import tap
+    found = []
+    for rec in tap(cfg.kafka_common(), [topic], follow=False, idle_exit_s=1.0):
+        if event_or_key in (rec.key, rec.headers.get("salesbus.event.id")):
+            found.append(rec)
+    return found
+
+
+def test_same_record_delivered_twice_has_one_effect(cfg, bus, unique):
+    name = f"probe_dup_{unique}"
+    with probe(cfg, name):
+        event_id = bus.publish(order(f"o-{unique}"))
+        bus.publish(order(f"o-{unique}"), event_id=event_id)  # a redelivery: same event id
+        wait_until(lambda: times(cfg, name, f"o-{unique}") >= 1, message="the order to be handled")
+        wait_until(lambda: query(cfg, name, "SELECT count(*) FROM inbox WHERE event_id = %s", (event_id,))[0][0] == 1)
+        time.sleep(1.0)  # give the second copy every chance to be (wrongly) applied
+    assert times(cfg, name, f"o-{unique}") == 1
+    # and the emitted event is in the outbox once
+    assert query(cfg, name, "SELECT count(*) FROM outbox WHERE topic = 'OrderCancelled' AND key = %s",
+                 (f"o-{unique}",))[0][0] == 1
+
+
+def test_crash_after_db_commit_before_offset_commit_has_one_effect(cfg, bus, unique):
+    name = f"probe_crash_{unique}"
+    first = probe_process(cfg, name, crash_at="after_db_commit")
+    bus.publish(order(f"o-{unique}"))
+    assert first.wait(60) == 99, "the probe should have died at the crash point"
+    assert times(cfg, name, f"o-{unique}") == 1  # the DB commit happened before the crash
+    offsets_after_crash = committed(cfg, name, "OrderPlaced")
+    second = probe_process(cfg, name)
+    try:
+        # the batch is redelivered (offsets never advanced) and the inbox skips it
+        wait_until(lambda: committed(cfg, name, "OrderPlaced") > offsets_after_crash, timeout=60,
+                   message="offsets to advance after restart")
+    finally:
+        second.terminate()
+        second.wait(20)
+    assert times(cfg, name, f"o-{unique}") == 1
+
+
+def test_relay_killed_between_publish_and_mark_publishes_nothing_new_downstream(cfg, bus, unique):
+    upstream, downstream = f"probe_up_{unique}", f"probe_down_{unique}"
+    with probe(cfg, downstream, ["OrderCancelled"]):
+        first = probe_process(cfg, upstream, crash_at="after_publish")
+        bus.publish(order(f"o-{unique}"))
+        assert first.wait(60) == 99
+        # published but never marked: still pending in the outbox
+        pending = query(cfg, upstream, "SELECT event_id FROM outbox WHERE topic = 'OrderCancelled' AND key = %s "
+                                       "AND published_at IS NULL", (f"o-{unique}",))
+        assert len(pending) == 1
+        second = probe_process(cfg, upstream)
+        try:
+            wait_until(lambda: not query(cfg, upstream, "SELECT 1 FROM outbox WHERE published_at IS NULL"),
+                       timeout=60, message="the restarted relay to publish again")
+            # the downstream consumer saw the same event id twice and applied it once
+            wait_until(lambda: query(cfg, downstream, "SELECT count(*) FROM inbox WHERE event_id = %s",
+                                     (pending[0][0],))[0][0] == 1)
+            copies = [r for r in records_on(cfg, "OrderCancelled", f"o-{unique}")]
+            assert len(copies) == 2, "the event should really have been published twice"
+            assert {r.headers["ce_id"] for r in copies} == {pending[0][0]}
+            time.sleep(1.0)
+        finally:
+            second.terminate()
+            second.wait(20)
+        assert times(cfg, downstream, f"o-{unique}", "OrderCancelled") == 1
+
+
+def test_malformed_and_invalid_records_are_dead_lettered_and_the_next_is_handled(cfg, bus, unique):
+    name = f"probe_dlq_{unique}"
+    with probe(cfg, name):
+        bus.publish_raw("OrderPlaced", b"{not json", key=f"bad-json-{unique}")
+        invalid = order(f"o-bad-{unique}").model_dump(mode="json")
+        invalid["total"] = {"amount": 3.0, "currency": "EUR"}  # a float for money
+        from schemas import CloudEvent
+        ce = CloudEvent(id=f"ev-invalid-{unique}", source="test", type="OrderPlaced",
+                        time=datetime.now(timezone.utc), subject=f"o-bad-{unique}", data=invalid)
+        bus.publish_raw("OrderPlaced", ce.model_dump_json().encode(), key=f"o-bad-{unique}")
+        bus.publish(order(f"o-reject-{unique}", customer_id="reject"))
+        bus.publish(order(f"o-bug-{unique}", customer_id="bug"))
+        bus.publish(order(f"o-good-{unique}"))
+        wait_until(lambda: times(cfg, name, f"o-good-{unique}") == 1, message="the good record behind the bad ones")
+        wait_until(lambda: not query(cfg, name, "SELECT 1 FROM outbox WHERE published_at IS NULL"))
+    rows = dict(query(cfg, name, "SELECT event_id, outcome FROM inbox"))
+    assert rows[f"ev-invalid-{unique}"] == "dead_lettered"
+    assert sum(1 for v in rows.values() if v == "dead_lettered") == 4  # bad JSON, invalid, rejected, bug
+
+    bad_json = records_on(cfg, "OrderPlaced.DLQ", f"bad-json-{unique}")
+    assert len(bad_json) == 1
+    h = bad_json[0].headers
+    assert h["__connect.errors.topic"] == "OrderPlaced"
+    assert h["__connect.errors.exception.class.name"] == "InvalidRecord"
+    assert "not JSON" in h["__connect.errors.exception.message"]
+    assert bad_json[0].value == b"{not json"  # the original, untouched
+    invalid_rec = records_on(cfg, "OrderPlaced.DLQ", f"o-bad-{unique}")
+    assert "never a float" in invalid_rec[0].headers["__connect.errors.exception.message"]
+    assert invalid_rec[0].headers["salesbus.event.id"] == f"ev-invalid-{unique}"
+    rejected = records_on(cfg, "OrderPlaced.DLQ", f"o-reject-{unique}")
+    assert rejected[0].headers["__connect.errors.exception.class.name"] == "Rejected"
+    bug = records_on(cfg, "OrderPlaced.DLQ", f"o-bug-{unique}")
+    assert bug[0].headers["__connect.errors.exception.class.name"] == "KeyError"
+
+
+def test_database_unreachable_is_retried_nothing_lost_offsets_held(cfg, bus, unique):
+    name = f"probe_pgdown_{unique}"
+    admin_url = with_dbname(cfg.database_url, "postgres")
+    with probe(cfg, name):
+        bus.publish(order(f"o-before-{unique}"))
+        wait_until(lambda: times(cfg, name, f"o-before-{unique}") == 1)
+        wait_until(lambda: committed(cfg, name, "OrderPlaced") > 0, message="first offsets committed")
+        held = committed(cfg, name, "OrderPlaced")
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            # the database goes away: no new connections, every existing one killed
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            try:
+                for i in range(5):
+                    bus.publish(order(f"o-during-{i}-{unique}"))
+                time.sleep(4)
+                assert committed(cfg, name, "OrderPlaced") == held, "offsets advanced while the database was down"
+            finally:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        for i in range(5):
+            wait_until(lambda i=i: times(cfg, name, f"o-during-{i}-{unique}") == 1, timeout=60,
+                       message=f"order {i} to be handled after the database came back")
+        wait_until(lambda: committed(cfg, name, "OrderPlaced") >= held + 5, message="offsets to advance")
+    # retried, not dead-lettered, and applied once each
+    assert [times(cfg, name, f"o-during-{i}-{unique}") for i in range(5)] == [1] * 5
