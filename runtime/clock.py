@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Protocol
 
@@ -23,39 +23,55 @@ class WallClock:
         return datetime.now(timezone.utc)
 
 
-class ManualClock:
-    """In-process controllable clock for unit and integration tests."""
+class OffsetClock:
+    """Wall time plus an offset that tests move forward: time still flows (timeouts, delays
+    behave) but a test can jump two months ahead to make a standing order due."""
 
-    def __init__(self, start: datetime):
-        self._now = start
+    def __init__(self, offset: timedelta = timedelta(0)):
+        self._offset = offset
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
         with self._lock:
-            return self._now
+            return datetime.now(timezone.utc) + self._offset
+
+    def advance(self, delta: timedelta) -> None:
+        with self._lock:
+            self._offset += delta
 
     def set(self, instant: datetime) -> None:
         with self._lock:
-            self._now = instant
+            self._offset = instant - datetime.now(timezone.utc)
 
 
 class FileClock:
-    """A clock shared by processes: reads the instant written by `set` (re-read when the file changes)."""
+    """An OffsetClock shared by processes: the offset lives in a file (re-read when it changes)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._cache: tuple[float, datetime] | None = None
+        self._cache: tuple[int, timedelta] | None = None
 
-    def now(self) -> datetime:
-        mtime = self.path.stat().st_mtime_ns
+    def _offset(self) -> timedelta:
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return timedelta(0)
         if self._cache is None or self._cache[0] != mtime:
-            instant = datetime.fromisoformat(json.loads(self.path.read_text())["now"])
-            self._cache = (mtime, instant)
+            self._cache = (mtime, timedelta(seconds=json.loads(self.path.read_text())["offset_s"]))
         return self._cache[1]
 
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc) + self._offset()
+
+    def advance(self, delta: timedelta) -> None:
+        self._write(self._offset() + delta)
+
     def set(self, instant: datetime) -> None:
+        self._write(instant - datetime.now(timezone.utc))
+
+    def _write(self, offset: timedelta) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"now": instant.astimezone(timezone.utc).isoformat()}))
+        tmp.write_text(json.dumps({"offset_s": offset.total_seconds()}))
         os.replace(tmp, self.path)  # atomic: readers never see half a file
 
 

@@ -11,7 +11,8 @@ from schemas.events.orders import (OrderCancelled, OrderConfirmed, OrderPlaced, 
                                    PaymentDeclined, PaymentVerified)
 from schemas.events.payments import SupplierAccountChanged
 from schemas.events.scheduling import (RecurringOrderDue, StandingOrderChanged,
-                                       StandingOrderOccurrenceFailed, TimerCancelled, TimerFired,
+                                       StandingOrderOccurrenceFailed, StandingOrderRequested,
+                                       TimerCancelled, TimerFired,
                                        TimerRequested)
 from schemas.types import Delivery, Money, OrderLine, Payment, StandingLine
 
@@ -19,7 +20,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     OrderPlaced, PaymentVerified, PaymentDeclined, OrderConfirmed, OrderShipped, OrderCancelled,
     ProductChanged, SupplierAccountChanged, NotificationSent,
     ContactLogged, TaskChanged, ReminderDue,
-    StandingOrderChanged, RecurringOrderDue, StandingOrderOccurrenceFailed,
+    StandingOrderRequested, StandingOrderChanged, RecurringOrderDue, StandingOrderOccurrenceFailed,
     TimerRequested, TimerCancelled, TimerFired,
 )
 #: event type (= topic name) -> model

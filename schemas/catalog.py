@@ -14,6 +14,7 @@ PRODUCERS: dict[str, list[str]] = {
     "ContactLogged": ["crm", "upstream website tracking, telephony, mail gateway"],
     "TaskChanged": ["crm"],
     "ReminderDue": ["crm"],
+    "StandingOrderRequested": ["cart"],
     "StandingOrderChanged": ["scheduler"],
     "RecurringOrderDue": ["scheduler"],
     "StandingOrderOccurrenceFailed": ["orders"],

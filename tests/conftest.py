@@ -71,3 +71,12 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1, message:
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+@pytest.fixture(scope="session")
+def harness(cfg, stack):
+    """Real services in-process: `harness.start("cart", "payments")`, `harness.client(...)`."""
+    from tests.harness import Harness
+    h = Harness(cfg, stack.data_dir)
+    yield h
+    h.stop()

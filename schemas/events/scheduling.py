@@ -16,6 +16,23 @@ class Interval(Frozen):
     unit: Literal["days", "weeks", "months"]
 
 
+class StandingOrderRequested(Event):
+    """A customer asked for a standing order at checkout; the scheduler creates it."""
+    key_field = "standing_order_id"
+    standing_order_id: str
+    customer_id: str
+    lines: list[StandingLine] = Field(min_length=1)
+    delivery: Delivery
+    payment: Payment
+    language: Language = "en"
+    interval: Interval
+    start_date: date
+    time_zone: str = Field(description="IANA time zone of the customer, e.g. Europe/Warsaw")
+    end_date: date | None = None
+    max_occurrences: int | None = Field(default=None, ge=1)
+    requested_at: UtcDateTime
+
+
 class StandingOrderChanged(Event):
     """A standing order was created or changed (paused, resumed, skip, quantities, delivery, cancelled)."""
     key_field = "standing_order_id"

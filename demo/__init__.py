@@ -1,0 +1,1 @@
+"""The scripted session behind `make demo` / `salesbus demo`: one module per flow."""
