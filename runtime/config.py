@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     db_pool_max: int = 4
 
+    #: currencies the business sells in (ISO 4217); orders in others are declined
+    currencies: str = "EUR,USD,GBP,PLN"
+
     batch_size: int = 500
     batch_timeout_s: float = 0.05
     retry_backoff_max_s: float = 5.0
@@ -57,6 +60,9 @@ class Settings(BaseSettings):
     dc_ship_delay_s: float = -1.0
     #: speed-up of the controllable clock (demo); 0 means wall time
     clock_file: Path | None = None
+
+    def supported_currencies(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.currencies.split(",") if c.strip())
 
     def embedded(self) -> dict[str, Any] | None:
         path = self.data_dir / "stack.json"
