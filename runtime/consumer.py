@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -44,9 +45,9 @@ class Decoded:
 
 @dataclass
 class BatchResult:
-    handled: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
+    handled: list[str] = field(default_factory=list)            # topics
+    duplicates: list[str] = field(default_factory=list)         # topics
+    dead_lettered: list[tuple[str, str]] = field(default_factory=list)  # (topic, reason class)
     outbox: list[OutboxRow] = field(default_factory=list)
 
 
@@ -65,34 +66,71 @@ def decode(msg: Message) -> Decoded:
         return Decoded(msg, inbox_id, error=exc, traceparent=tp)
 
 
+class _RetryCarefully(Exception):
+    """A handler failed on the fast path: redo the batch with a savepoint per event."""
+
+
 class BatchProcessor:
-    """Handles one batch of records in one transaction. Pure of Kafka: testable with any Message list."""
+    """Handles one batch of records in one transaction. Pure of Kafka: testable with any Message list.
+
+    Fast path: every handler runs in one pipelined transaction without savepoints (a savepoint
+    per event doubled the round trips). If any handler fails, that transaction is rolled back
+    and the batch is redone carefully, one savepoint per event, so only the failing event is
+    dead-lettered and the others still commit.
+    """
 
     def __init__(self, service: str, handlers: dict[str, Handler], pool: ConnectionPool, clock: Clock):
         self.service, self.handlers, self.pool, self.clock = service, handlers, pool, clock
 
     def process(self, msgs: list[Message]) -> BatchResult:
         decoded = [decode(m) for m in msgs]
+        try:
+            return self._process(decoded, careful=False)
+        except _RetryCarefully:
+            return self._process(decoded, careful=True)
+
+    def _process(self, decoded: list[Decoded], careful: bool) -> BatchResult:
         result = BatchResult()
         with self.pool.connection() as conn, conn.transaction():
             fresh = self._record_in_inbox(conn, decoded)
-            for d in decoded:
-                if d.inbox_id not in fresh:
-                    result.duplicates += 1
-                    metrics.DUPLICATES.labels(self.service, d.msg.topic()).inc()
-                    continue
-                fresh.discard(d.inbox_id)  # a repeat later in the same batch is a duplicate too
-                reason = d.error or self._handle(conn, d, result)
-                if reason is not None:
-                    result.dead_lettered += 1
-                    result.outbox.append(dead_letter_row(d.msg, reason, self.service, d.inbox_id))
-                    conn.execute("UPDATE inbox SET outcome = 'dead_lettered' WHERE event_id = %s", (d.inbox_id,))
-                    metrics.DEAD_LETTERED.labels(self.service, d.msg.topic(), type(reason).__name__).inc()
-                else:
-                    result.handled += 1
-                    metrics.HANDLED.labels(self.service, d.msg.topic()).inc()
-            write_outbox(conn, result.outbox)
+            try:
+                with nullcontext() if careful else conn.pipeline():
+                    for d in decoded:
+                        self._one(conn, d, fresh, result, careful)
+                    write_outbox(conn, result.outbox)
+            except TRANSIENT:
+                raise
+            except _RetryCarefully:
+                raise
+            except Exception as exc:
+                if careful:
+                    raise
+                # A statement error surfaced at a pipeline sync, not inside one handler call.
+                raise _RetryCarefully() from exc
+        self._count(result)
         return result
+
+    def _one(self, conn, d: Decoded, fresh: set[str], result: BatchResult, careful: bool) -> None:
+        if d.inbox_id not in fresh:
+            result.duplicates.append(d.msg.topic())
+            return
+        fresh.discard(d.inbox_id)  # a repeat later in the same batch is a duplicate too
+        reason = d.error or self._handle(conn, d, result, careful)
+        if reason is not None:
+            result.dead_lettered.append((d.msg.topic(), type(reason).__name__))
+            result.outbox.append(dead_letter_row(d.msg, reason, self.service, d.inbox_id))
+            conn.execute("UPDATE inbox SET outcome = 'dead_lettered' WHERE event_id = %s", (d.inbox_id,))
+        else:
+            result.handled.append(d.msg.topic())
+
+    def _count(self, result: BatchResult) -> None:
+        # Counted only once the transaction committed: a rolled-back fast path counts nothing.
+        for topic in result.duplicates:
+            metrics.DUPLICATES.labels(self.service, topic).inc()
+        for topic, reason in result.dead_lettered:
+            metrics.DEAD_LETTERED.labels(self.service, topic, reason).inc()
+        for topic in result.handled:
+            metrics.HANDLED.labels(self.service, topic).inc()
 
     def _record_in_inbox(self, conn, decoded: list[Decoded]) -> set[str]:
         rows = conn.execute(
@@ -104,27 +142,33 @@ class BatchProcessor:
         ).fetchall()
         return {r["event_id"] for r in rows}
 
-    def _handle(self, conn, d: Decoded, result: BatchResult) -> Exception | None:
-        """Run the handler in a savepoint. Returns the reason to dead-letter, or None.
+    def _handle(self, conn, d: Decoded, result: BatchResult, careful: bool) -> Exception | None:
+        """Run the handler. Returns the reason to dead-letter, or None.
 
-        Transient faults propagate (the whole batch is retried); a domain rejection or a bug
-        in one event is dead-lettered with its reason so the events behind it still flow.
+        Transient faults propagate (the whole batch is retried); in careful mode a domain
+        rejection or a bug in one event is dead-lettered with its reason so the events behind
+        it still flow.
         """
         handler = self.handlers.get(d.msg.topic())
         if handler is None:
             return InvalidRecord(f"{self.service} has no handler for {d.msg.topic()}")
         uow = UnitOfWork(conn, source=self.service, clock=self.clock, cause=d.envelope, traceparent=d.traceparent)
         try:
-            with conn.transaction():
+            if careful:
+                with conn.transaction():
+                    handler(d.event, uow)
+            else:
                 handler(d.event, uow)
         except TRANSIENT:
             raise
-        except Rejected as exc:
-            log.info("%s rejected %s %s: %s", self.service, d.msg.topic(), d.inbox_id, exc)
-            return exc
-        except Exception as exc:  # a bug: dead-lettered loudly, never silently dropped
-            log.error("%s handler for %s failed on %s:\n%s", self.service, d.msg.topic(), d.inbox_id,
-                      traceback.format_exc())
+        except Exception as exc:
+            if not careful:
+                raise _RetryCarefully() from exc
+            if isinstance(exc, Rejected):
+                log.info("%s rejected %s %s: %s", self.service, d.msg.topic(), d.inbox_id, exc)
+            else:  # a bug: dead-lettered loudly, never silently dropped
+                log.error("%s handler for %s failed on %s:\n%s", self.service, d.msg.topic(), d.inbox_id,
+                          traceback.format_exc())
             return exc
         result.outbox.extend(uow.emitted)
         return None
