@@ -17,12 +17,15 @@ Test tokens:
                             same key returns the SAME authorisation, no new charge
     ======================  =====================================================
 
+Its state file is ``$SALESBUS_CARD_GATEWAY_STATE``, by default ``<data dir>/card-gateway.sqlite``.
+
 A well-formed token matches ``tok_[A-Za-z0-9_]{4,64}``; anything else is a ValueError.
 Reusing an idempotency key with a different amount or token is a programming error
 (ValueError), as it is on real gateways.
 """
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import uuid
@@ -30,6 +33,7 @@ from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 
+from runtime.config import Settings
 from schemas.types import Money
 from services.payments.gateway import Authorisation, CardDeclined, GatewayTimeout
 
@@ -53,6 +57,7 @@ CREATE TABLE IF NOT EXISTS charges (
 class SimulatedGateway:
     def __init__(self, state_path: Path) -> None:
         self._path = Path(state_path)
+        self._path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db:
             db.execute(_SCHEMA)
 
@@ -103,3 +108,12 @@ class SimulatedGateway:
         with closing(self._connect()) as db:
             rows = db.execute("SELECT amount, currency FROM charges").fetchall()
         return sum((Decimal(a) for a, c in rows if currency is None or c == currency), Decimal(0))
+
+
+def state_path(cfg: Settings) -> Path:
+    explicit = os.environ.get("SALESBUS_CARD_GATEWAY_STATE")
+    return Path(explicit) if explicit else Path(cfg.data_dir) / "card-gateway.sqlite"
+
+
+def from_settings(cfg: Settings) -> SimulatedGateway:
+    return SimulatedGateway(state_path(cfg).resolve())

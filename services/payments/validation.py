@@ -12,6 +12,10 @@ from decimal import Decimal
 from schemas.events.orders import OrderPlaced
 from schemas.types import Money
 
+CENT = Decimal("0.01")
+#: the largest amount our books (numeric(14,2)) can hold
+LARGEST_AMOUNT = Decimal("999999999999.99")
+
 
 @dataclass(frozen=True)
 class Decline:
@@ -41,4 +45,9 @@ def check_order(order: OrderPlaced, supported_currencies: frozenset[str]) -> Dec
         return Decline("invalid_order", f"total {order.total} does not match the sum of the lines {lines_sum}")
     if order.total.amount <= 0:
         return Decline("invalid_order", f"total {order.total} must be greater than zero")
+    if order.total.amount > LARGEST_AMOUNT:
+        return Decline("invalid_order", f"total {order.total} is over the largest amount we accept "
+                                        f"({format(LARGEST_AMOUNT, 'f')} {currency})")
+    if order.total.amount != order.total.amount.quantize(CENT):
+        return Decline("invalid_order", f"total {order.total} has fractions of a cent; it cannot be charged")
     return None

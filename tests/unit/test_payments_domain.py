@@ -223,3 +223,43 @@ def test_due_date():
     assert due_date(date(2025, 1, 31), 0) == date(2025, 1, 31)
     with pytest.raises(ValueError):
         due_date(date(2025, 1, 31), -1)
+
+
+def test_fraction_of_a_cent_total_declined():
+    # lines priced in tenths of a cent add up to a total no card or ledger can hold exactly
+    o = order([line(3, "0.125")], eur("0.375"))
+    assert_decline(check_order(o, EUR), "invalid_order", "0.375 EUR", "fractions of a cent")
+
+
+def test_total_over_what_the_books_hold_declined():
+    o = order([line(1, "1000000000000.00")], eur("1000000000000.00"))
+    assert_decline(check_order(o, EUR), "invalid_order", "largest amount")
+
+
+# --- gateway choice -------------------------------------------------------------------------------
+
+def test_simulated_gateway_is_chosen_by_default_with_state_under_the_data_dir(tmp_path, monkeypatch):
+    from runtime.config import Settings
+    from services.payments.gateway import gateway_from_config
+    monkeypatch.delenv("SALESBUS_CARD_GATEWAY", raising=False)
+    monkeypatch.delenv("SALESBUS_CARD_GATEWAY_STATE", raising=False)
+    gw = gateway_from_config(Settings(data_dir=tmp_path))
+    assert isinstance(gw, SimulatedGateway)
+    gw.authorise("tok_visa_approved", eur("1.00"), "k1")
+    assert SimulatedGateway(tmp_path / "card-gateway.sqlite").charges_for("k1") == 1
+
+
+def test_gateway_state_path_from_env(tmp_path, monkeypatch):
+    from runtime.config import Settings
+    from services.payments.gateway import gateway_from_config
+    monkeypatch.setenv("SALESBUS_CARD_GATEWAY_STATE", str(tmp_path / "elsewhere" / "gw.sqlite"))
+    gateway_from_config(Settings(data_dir=tmp_path)).authorise("tok_visa_approved", eur("1.00"), "k1")
+    assert SimulatedGateway(tmp_path / "elsewhere" / "gw.sqlite").charges_for("k1") == 1
+
+
+@pytest.mark.parametrize("name", ["nosuch", "../evil", "Simulated"])
+def test_unknown_gateway_adapter_is_refused(tmp_path, name):
+    from runtime.config import Settings
+    from services.payments.gateway import gateway_from_config
+    with pytest.raises(ValueError, match="gateway"):
+        gateway_from_config(Settings(data_dir=tmp_path), name)

@@ -1,0 +1,99 @@
+"""Cart endpoints: a customer's own carts, priced from the catalog on every read."""
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+import psycopg
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from runtime.auth import Principal, require
+from runtime.service import ServiceContext
+from services.cart import store
+from services.cart.models import CartOut, LineIn, LineOut
+from services.cart.pricing import CartProblem, cart_currency, check_can_add, total
+
+NOT_FOUND = {404: {"description": "no such cart for this customer"}}
+
+
+def own_cart(conn: psycopg.Connection, cart_id: str, principal: Principal, *, lock: bool = False) -> dict:
+    # Another customer's cart answers exactly like a missing one: ids are not confirmed to strangers.
+    cart = store.get_cart(conn, cart_id, principal.subject, lock=lock)
+    if cart is None:
+        raise HTTPException(404, f"no cart {cart_id!r} for this customer")
+    return cart
+
+
+def open_cart(conn: psycopg.Connection, cart_id: str, principal: Principal) -> dict:
+    """The cart, locked for this transaction, provided it can still change."""
+    cart = own_cart(conn, cart_id, principal, lock=True)
+    if cart["status"] != "open":
+        placed = cart["order_id"] or cart["standing_order_id"]
+        raise HTTPException(409, f"cart {cart_id} is already checked out ({placed}); start a new cart")
+    return cart
+
+
+def cart_view(conn: psycopg.Connection, cart: dict) -> CartOut:
+    lines = store.priced_lines(conn, cart["cart_id"])
+    return CartOut(
+        cart_id=cart["cart_id"], customer_id=cart["customer_id"], status=cart["status"],
+        currency=cart_currency(lines), total=total(lines),
+        lines=[LineOut(sku=line.product.sku, name=line.product.name, quantity=line.quantity,
+                       unit_price=line.unit_price, line_total=line.line_total, active=line.product.active)
+               for line in lines],
+        order_id=cart["order_id"], standing_order_id=cart["standing_order_id"], created_at=cart["created_at"],
+        updated_at=cart["updated_at"], checked_out_at=cart["checked_out_at"])
+
+
+def router(ctx: ServiceContext) -> APIRouter:
+    api = APIRouter(tags=["carts"])
+    customer = require("customer")
+
+    @api.post("/carts", response_model=CartOut, status_code=201)
+    def create_cart(principal: Principal = Depends(customer)) -> CartOut:
+        with ctx.unit_of_work() as uow:
+            cart = store.create_cart(uow.conn, f"cart-{uuid.uuid4().hex}", principal.subject, uow.now())
+            return cart_view(uow.conn, cart)
+
+    @api.get("/carts", response_model=list[CartOut])
+    def list_carts(status: Literal["open", "checked_out"] | None = None, limit: int = Query(20, ge=1, le=100),
+                   principal: Principal = Depends(customer)) -> list[CartOut]:
+        """The customer's carts, newest first."""
+        with ctx.pool.connection() as conn:
+            return [cart_view(conn, c) for c in store.list_carts(conn, principal.subject, status, limit)]
+
+    @api.get("/carts/{cart_id}", response_model=CartOut, responses=NOT_FOUND)
+    def get_cart(cart_id: str, principal: Principal = Depends(customer)) -> CartOut:
+        with ctx.pool.connection() as conn:
+            return cart_view(conn, own_cart(conn, cart_id, principal))
+
+    @api.put("/carts/{cart_id}/lines/{sku}", response_model=CartOut,
+             responses={**NOT_FOUND, 409: {"description": "cart already checked out"},
+                        422: {"description": "unknown or inactive product, other currency, bad quantity"}})
+    def put_line(cart_id: str, sku: str, body: LineIn, principal: Principal = Depends(customer)) -> CartOut:
+        """Put `quantity` units of a product in the cart (replacing any quantity already there)."""
+        with ctx.unit_of_work() as uow:
+            cart = open_cart(uow.conn, cart_id, principal)
+            row = store.get_product(uow.conn, sku)
+            if row is None:
+                raise HTTPException(422, f"no product with SKU {sku!r} in the catalog")
+            others = [line for line in store.priced_lines(uow.conn, cart_id) if line.product.sku != sku]
+            try:
+                check_can_add(store.as_product(row), others, len(others), ctx.settings.supported_currencies())
+            except CartProblem as exc:
+                raise HTTPException(422, str(exc)) from None
+            now = uow.now()
+            store.set_line(uow.conn, cart_id, sku, body.quantity, now)
+            return cart_view(uow.conn, {**cart, "updated_at": now})
+
+    @api.delete("/carts/{cart_id}/lines/{sku}", response_model=CartOut,
+                responses={**NOT_FOUND, 409: {"description": "cart already checked out"}})
+    def delete_line(cart_id: str, sku: str, principal: Principal = Depends(customer)) -> CartOut:
+        with ctx.unit_of_work() as uow:
+            cart = open_cart(uow.conn, cart_id, principal)
+            now = uow.now()
+            if not store.delete_line(uow.conn, cart_id, sku, now):
+                raise HTTPException(404, f"product {sku!r} is not in cart {cart_id}")
+            return cart_view(uow.conn, {**cart, "updated_at": now})
+
+    return api

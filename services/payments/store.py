@@ -1,0 +1,144 @@
+"""The payments service's SQL: payment decisions, supplier accounts, the ledger.
+
+Plain parameterised statements on the caller's connection (rows are dicts); the caller owns
+the transaction.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+import psycopg
+
+from services.payments.ledger import LedgerEntry, SupplierAccount, receivable
+
+_ACCOUNT_COLUMNS = "customer_id, credit_limit, open_balance, currency, payment_terms_days, status"
+
+
+# --- payment decisions ----------------------------------------------------------------------------
+
+def claim_payment(conn: psycopg.Connection, order_id: str, customer_id: str, method: str,
+                  event_id: str, now: datetime) -> bool:
+    """Take the order for this event; False if another event already has it.
+
+    A concurrent claimant of the same order waits here on the primary key until the first
+    transaction ends: it then finds the order taken (commit) or takes it (rollback).
+    """
+    row = conn.execute(
+        """INSERT INTO payment (order_id, customer_id, method, status, claimed_by_event, claimed_at)
+           VALUES (%s, %s, %s, 'claimed', %s, %s)
+           ON CONFLICT (order_id) DO NOTHING RETURNING order_id""",
+        (order_id, customer_id, method, event_id, now)).fetchone()
+    return row is not None
+
+
+def record_verified(conn: psycopg.Connection, order_id: str, amount: Decimal, currency: str,
+                    charge_reference: str, now: datetime) -> None:
+    conn.execute(
+        """UPDATE payment SET status = 'verified', charged_amount = %s, currency = %s,
+                              charge_reference = %s, decided_at = %s
+           WHERE order_id = %s AND status = 'claimed'""",
+        (amount, currency, charge_reference, now, order_id))
+
+
+def record_declined(conn: psycopg.Connection, order_id: str, reason_code: str, message: str,
+                    now: datetime) -> None:
+    conn.execute(
+        """UPDATE payment SET status = 'declined', reason_code = %s, message = %s, decided_at = %s
+           WHERE order_id = %s AND status = 'claimed'""",
+        (reason_code, message, now, order_id))
+
+
+def payment(conn: psycopg.Connection, order_id: str) -> dict | None:
+    return conn.execute("SELECT * FROM payment WHERE order_id = %s", (order_id,)).fetchone()
+
+
+# --- supplier accounts ----------------------------------------------------------------------------
+
+def _account(row: dict | None) -> SupplierAccount | None:
+    return SupplierAccount(**{k: row[k] for k in _ACCOUNT_COLUMNS.split(", ")}) if row else None
+
+
+def lock_account(conn: psycopg.Connection, customer_id: str) -> SupplierAccount | None:
+    """The account, row-locked until the transaction ends: charges and term changes queue up."""
+    return _account(conn.execute(f"SELECT {_ACCOUNT_COLUMNS} FROM supplier_account "
+                                 "WHERE customer_id = %s FOR UPDATE", (customer_id,)).fetchone())
+
+
+def account_row(conn: psycopg.Connection, customer_id: str) -> dict | None:
+    return conn.execute("SELECT * FROM supplier_account WHERE customer_id = %s", (customer_id,)).fetchone()
+
+
+def open_account(conn: psycopg.Connection, a: SupplierAccount, changed_by: str, now: datetime) -> bool:
+    """Open the account; False if it already exists (a concurrent request opened it)."""
+    row = conn.execute(
+        """INSERT INTO supplier_account (customer_id, credit_limit, open_balance, currency, payment_terms_days,
+                                         status, opened_at, changed_at, changed_by)
+           VALUES (%s, %s, 0, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id""",
+        (a.customer_id, a.credit_limit, a.currency, a.payment_terms_days, a.status, now, now, changed_by)).fetchone()
+    return row is not None
+
+
+def change_terms(conn: psycopg.Connection, a: SupplierAccount, changed_by: str, now: datetime) -> None:
+    conn.execute(
+        """UPDATE supplier_account SET credit_limit = %s, currency = %s, payment_terms_days = %s, status = %s,
+                                       changed_at = %s, changed_by = %s
+           WHERE customer_id = %s""",
+        (a.credit_limit, a.currency, a.payment_terms_days, a.status, now, changed_by, a.customer_id))
+
+
+def raise_open_balance(conn: psycopg.Connection, customer_id: str, amount: Decimal) -> None:
+    conn.execute("UPDATE supplier_account SET open_balance = open_balance + %s WHERE customer_id = %s",
+                 (amount, customer_id))
+
+
+# --- ledger ---------------------------------------------------------------------------------------
+
+def book(conn: psycopg.Connection, journal_id: str, entries: list[LedgerEntry], *, customer_id: str,
+         order_id: str, booked_at: datetime, due_on: date | None) -> None:
+    """Write one journal; the receivable side carries the invoice's due date."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO ledger_entry (journal_id, account, side, amount, currency, customer_id, order_id,
+                                         booked_at, due_on)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+            [(journal_id, e.account, e.side, e.amount.amount, e.amount.currency, customer_id, order_id, booked_at,
+              due_on if e.account == receivable(customer_id) else None) for e in entries])
+
+
+def statement(conn: psycopg.Connection, customer_id: str, limit: int) -> list[dict]:
+    """The customer's receivable entries, newest first."""
+    return conn.execute(
+        """SELECT entry_id, journal_id, order_id, side, amount, currency, booked_at, due_on
+           FROM ledger_entry WHERE account = %s ORDER BY entry_id DESC LIMIT %s""",
+        (receivable(customer_id), limit)).fetchall()
+
+
+def totals_by_currency(conn: psycopg.Connection) -> list[dict]:
+    return conn.execute(
+        """SELECT currency,
+                  COALESCE(sum(amount) FILTER (WHERE side = 'debit'), 0)  AS debits,
+                  COALESCE(sum(amount) FILTER (WHERE side = 'credit'), 0) AS credits,
+                  count(*) AS entries
+           FROM ledger_entry GROUP BY currency ORDER BY currency""").fetchall()
+
+
+def unbalanced_journals(conn: psycopg.Connection) -> list[str]:
+    rows = conn.execute(
+        """SELECT journal_id FROM ledger_entry GROUP BY journal_id, currency
+           HAVING sum(CASE side WHEN 'debit' THEN amount ELSE -amount END) <> 0
+           ORDER BY journal_id LIMIT 100""").fetchall()
+    return [r["journal_id"] for r in rows]
+
+
+def balances_not_matching_receivables(conn: psycopg.Connection) -> list[str]:
+    """Accounts whose open balance differs from what their receivable entries add up to."""
+    rows = conn.execute(
+        """SELECT a.customer_id FROM supplier_account a
+           LEFT JOIN (SELECT account, sum(CASE side WHEN 'debit' THEN amount ELSE -amount END) AS owed
+                      FROM ledger_entry WHERE account LIKE %s GROUP BY account) r
+                  ON r.account = %s || a.customer_id
+           WHERE a.open_balance <> COALESCE(r.owed, 0)
+           ORDER BY a.customer_id LIMIT 100""", (receivable("%"), receivable(""))).fetchall()
+    return [r["customer_id"] for r in rows]
