@@ -132,6 +132,12 @@ def demo(data_dir: Path = typer.Option(Path(".salesbus/demo"), help="fresh data 
         raise typer.Exit(1)
 
 
+# The warehouse role's command lives with the service that owns shipping.
+from services.orders.cli import ship  # noqa: E402
+
+app.command(help="Record that an order left the distribution centre that filled it (warehouse role).")(ship)
+
+
 def main() -> None:
     app()
 

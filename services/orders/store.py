@@ -1,0 +1,165 @@
+"""The orders service's SQL: plain, parameterised, on the caller's connection (rows are dicts)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from schemas import OrderPlaced, ProductChanged
+
+# --- orders -----------------------------------------------------------------------------------
+
+
+def insert_order(conn: psycopg.Connection, ev: OrderPlaced, now: datetime) -> bool:
+    """Record a placed order; False when it is already known (an upstream republished it)."""
+    row = conn.execute(
+        """INSERT INTO orders (order_id, customer_id, status, channel, total_amount, currency, delivery,
+                               payment_mode, language, placed_at, standing_order_id, occurrence, priced_note,
+                               updated_at)
+           VALUES (%s, %s, 'placed', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+           ON CONFLICT (order_id) DO NOTHING RETURNING order_id""",
+        (ev.order_id, ev.customer_id, ev.channel, ev.total.amount, ev.total.currency,
+         Jsonb(ev.delivery.model_dump(mode="json")), ev.payment.mode, ev.language, ev.placed_at,
+         ev.standing_order_id, ev.occurrence, ev.priced_note, now)).fetchone()
+    if row is None:
+        return False
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO order_lines (order_id, line_no, sku, name, quantity, unit_price, currency)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+            [(ev.order_id, n, line.sku, line.name, line.quantity, line.unit_price.amount, line.unit_price.currency)
+             for n, line in enumerate(ev.lines, start=1)])
+    return True
+
+
+def get_order(conn: psycopg.Connection, order_id: str, *, lock: bool = False) -> dict | None:
+    """The order row; `lock` holds it until the transaction ends, so concurrent steps queue up."""
+    return conn.execute("SELECT * FROM orders WHERE order_id = %s" + (" FOR UPDATE" if lock else ""),
+                        (order_id,)).fetchone()
+
+
+def order_lines(conn: psycopg.Connection, order_id: str) -> list[dict]:
+    return conn.execute("SELECT * FROM order_lines WHERE order_id = %s ORDER BY line_no", (order_id,)).fetchall()
+
+
+def orders_of_customer(conn: psycopg.Connection, customer_id: str, limit: int) -> list[dict]:
+    return conn.execute(
+        """SELECT order_id, status, confirmation_number, total_amount, currency, channel, placed_at,
+                  confirmed_at, shipped_at, standing_order_id, occurrence
+           FROM orders WHERE customer_id = %s ORDER BY placed_at DESC, order_id LIMIT %s""",
+        (customer_id, limit)).fetchall()
+
+
+def set_status(conn: psycopg.Connection, order_id: str, status: str, now: datetime) -> None:
+    conn.execute("UPDATE orders SET status = %s, updated_at = %s WHERE order_id = %s", (status, now, order_id))
+
+
+def mark_payment_verified(conn: psycopg.Connection, order_id: str, charge_reference: str, now: datetime) -> None:
+    conn.execute("""UPDATE orders SET status = 'payment_verified', charge_reference = %s, updated_at = %s
+                    WHERE order_id = %s""", (charge_reference, now, order_id))
+
+
+def mark_confirmed(conn: psycopg.Connection, order_id: str, number: str, now: datetime) -> bool:
+    """False when `number` is already taken by another order (the caller draws another)."""
+    try:
+        with conn.transaction():
+            conn.execute("""UPDATE orders SET status = 'confirmed', confirmation_number = %s, confirmed_at = %s,
+                                              updated_at = %s WHERE order_id = %s""",
+                         (number, now, now, order_id))
+    except psycopg.errors.UniqueViolation:
+        return False
+    return True
+
+
+def mark_shipped(conn: psycopg.Connection, order_id: str, carrier: str, tracking_number: str,
+                 distribution_centre: str, shipped_at: datetime, now: datetime) -> None:
+    conn.execute(
+        """UPDATE orders SET status = 'shipped', carrier = %s, tracking_number = %s, distribution_centre = %s,
+                             shipped_at = %s, updated_at = %s WHERE order_id = %s""",
+        (carrier, tracking_number, distribution_centre, shipped_at, now, order_id))
+
+
+def awaiting_shipment(conn: psycopg.Connection, confirmed_before: datetime, limit: int = 50) -> list[dict]:
+    """Confirmed orders (id and delivery country) confirmed at or before `confirmed_before`, oldest first."""
+    return conn.execute(
+        """SELECT order_id, delivery->>'country' AS country FROM orders
+           WHERE status = 'confirmed' AND confirmed_at <= %s ORDER BY confirmed_at LIMIT %s""",
+        (confirmed_before, limit)).fetchall()
+
+
+# --- timeline ---------------------------------------------------------------------------------
+
+
+def add_timeline(conn: psycopg.Connection, order_id: str, event_type: str, outcome: str, at: datetime,
+                 details: dict | None = None) -> None:
+    conn.execute("""INSERT INTO order_timeline (order_id, event_type, outcome, at, details)
+                    VALUES (%s, %s, %s, %s, %s)""",
+                 (order_id, event_type, outcome, at, Jsonb(_jsonable(details or {}))))
+
+
+def timeline(conn: psycopg.Connection, order_id: str) -> list[dict]:
+    return conn.execute("""SELECT event_type, outcome, at, details FROM order_timeline
+                           WHERE order_id = %s ORDER BY id""", (order_id,)).fetchall()
+
+
+def _jsonable(details: dict) -> dict:
+    return json.loads(json.dumps(details, default=lambda v: format(v, "f") if isinstance(v, Decimal) else str(v)))
+
+
+# --- events waiting for their order -----------------------------------------------------------
+
+
+def park(conn: psycopg.Connection, event_id: str, order_id: str, event_type: str, payload: dict,
+         now: datetime) -> None:
+    conn.execute("""INSERT INTO parked_events (event_id, order_id, event_type, payload, parked_at)
+                    VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING""",
+                 (event_id, order_id, event_type, Jsonb(payload), now))
+
+
+def parked_for(conn: psycopg.Connection, order_id: str) -> list[dict]:
+    return conn.execute("""SELECT event_id, event_type, payload FROM parked_events
+                           WHERE order_id = %s ORDER BY seq FOR UPDATE""", (order_id,)).fetchall()
+
+
+def unpark(conn: psycopg.Connection, event_id: str) -> None:
+    conn.execute("DELETE FROM parked_events WHERE event_id = %s", (event_id,))
+
+
+# --- catalog copy and standing-order occurrences ----------------------------------------------
+
+
+def record_product(conn: psycopg.Connection, ev: ProductChanged) -> None:
+    conn.execute(
+        """INSERT INTO catalog_prices (sku, changed_at, name, unit_price, currency, active)
+           VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (sku, changed_at) DO NOTHING""",
+        (ev.sku, ev.changed_at, ev.name, ev.unit_price.amount, ev.unit_price.currency, ev.active))
+
+
+def product_as_of(conn: psycopg.Connection, sku: str, at: datetime) -> dict | None:
+    """The catalog entry in force at `at`. If every entry we hold is later (services' clocks
+    differ a little), the earliest one: it is the closest to that date we know."""
+    return conn.execute(
+        """SELECT * FROM catalog_prices WHERE sku = %s
+           ORDER BY (changed_at <= %s) DESC,
+                    CASE WHEN changed_at <= %s THEN changed_at END DESC,
+                    changed_at ASC
+           LIMIT 1""", (sku, at, at)).fetchone()
+
+
+def record_occurrence(conn: psycopg.Connection, standing_order_id: str, occurrence: int, order_id: str,
+                      outcome: str, reason: str | None, due_at: datetime, now: datetime) -> bool:
+    """False when this occurrence was already handled (the scheduler delivered it again)."""
+    row = conn.execute(
+        """INSERT INTO standing_occurrences (standing_order_id, occurrence, order_id, outcome, reason, due_at,
+                                             handled_at)
+           VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING occurrence""",
+        (standing_order_id, occurrence, order_id, outcome, reason, due_at, now)).fetchone()
+    return row is not None
+
+
+def occurrence_handled(conn: psycopg.Connection, standing_order_id: str, occurrence: int) -> bool:
+    return conn.execute("SELECT 1 FROM standing_occurrences WHERE standing_order_id = %s AND occurrence = %s",
+                        (standing_order_id, occurrence)).fetchone() is not None
