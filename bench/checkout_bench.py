@@ -64,7 +64,7 @@ class Arrivals:
 
 def checkout(base: str, key: str, i: int) -> tuple[str, float]:
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
-        cart = c.post("/carts").json()["id"]
+        cart = c.post("/carts").json()["cart_id"]
         c.put(f"/carts/{cart}/lines/BULB-LED-9W", json={"quantity": 10 + i % 7})
         started = time.time()
         r = c.post(f"/carts/{cart}/checkout", headers={"Idempotency-Key": uuid.uuid4().hex},

@@ -5,6 +5,8 @@ pause it (SIGSTOP/SIGCONT) instead of restarting it.
 """
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import logging
 import mailbox
@@ -125,10 +127,13 @@ class Mailbox:
 
 
 def read_mail(maildir: Path) -> list:
-    """Every delivered message (email.message.Message), oldest first."""
+    """Every delivered message (email.message.EmailMessage, headers decoded), in delivery order."""
     box = mailbox.Maildir(str(maildir), create=True)
-    msgs = [box[k] for k in box.keys()]
-    return sorted(msgs, key=lambda m: m.get("Date", ""))
+    keyed = []
+    for key in box.keys():
+        path = Path(maildir) / box._lookup(key)  # Maildir file names start with the delivery time
+        keyed.append((path.stat().st_mtime_ns, key, email.message_from_bytes(box.get_bytes(key), policy=email.policy.default)))
+    return [m for _, _, m in sorted(keyed, key=lambda t: (t[0], t[1]))]
 
 
 class EmbeddedStack:
