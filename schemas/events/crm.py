@@ -50,3 +50,4 @@ class ReminderDue(Event):
     title: str
     due_at: UtcDateTime
     language: str = "en"
+    time_zone: str = Field(default="UTC", description="the salesperson's IANA time zone, to show the due time in")

@@ -34,11 +34,13 @@ class StandingOrderRequested(Event):
 
 
 class StandingOrderChanged(Event):
-    """A standing order was created or changed (paused, resumed, skip, quantities, delivery, cancelled)."""
+    """A standing order was created or changed (paused, resumed, skip, quantities, delivery, cancelled),
+    or ended by itself (its last occurrence was due: end date or number of occurrences reached)."""
     key_field = "standing_order_id"
     standing_order_id: str
     customer_id: str
-    change: Literal["created", "paused", "resumed", "skipped", "lines_changed", "delivery_changed", "cancelled"]
+    change: Literal["created", "paused", "resumed", "skipped", "lines_changed", "delivery_changed", "cancelled",
+                    "ended"]
     status: Literal["active", "paused", "cancelled", "ended"]
     lines: list[StandingLine]
     delivery: Delivery

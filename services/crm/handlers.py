@@ -1,0 +1,188 @@
+"""The CRM's event handlers: everything that happened with a customer lands on their timeline,
+and some of it makes work for their salesperson (follow-up after a shipment, reorder call).
+
+The CRM knows only the customers it has a profile for: an event about any other customer is
+dead-lettered with the reason, so a typo in an upstream system's customer id is seen, not lost.
+"""
+from __future__ import annotations
+
+import logging
+
+from runtime.errors import Rejected
+from runtime.uow import UnitOfWork
+from schemas import (ContactLogged, NotificationSent, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipped,
+                     ReminderDue, SupplierAccountChanged, TimerFired, deterministic_id)
+from services.crm import lifecycle, store, task_store, tasks
+from services.crm.tasks import Policy
+
+log = logging.getLogger(__name__)
+
+
+def known_customer(uow: UnitOfWork, customer_id: str | None, what: str) -> dict:
+    row = store.customer(uow.conn, customer_id) if customer_id else None
+    if row is None:
+        raise Rejected(f"unknown customer {customer_id!r}: the CRM has no profile for it ({what})")
+    return row
+
+
+# --- the contact log and our emails ---------------------------------------------------------
+
+
+def on_contact_logged(event: ContactLogged, uow: UnitOfWork) -> None:
+    """From upstream systems, and our own API's entries coming back: the entry id makes it one entry."""
+    known_customer(uow, event.customer_id, f"contact log entry {event.entry_id}")
+    existing = store.entry(uow.conn, event.entry_id)
+    if existing is not None and existing["customer_id"] != event.customer_id:
+        raise Rejected(f"contact log entry {event.entry_id} already belongs to customer {existing['customer_id']}")
+    store.add_entry(uow.conn, entry_id=event.entry_id, customer_id=event.customer_id, kind="contact",
+                    subtype=event.channel, occurred_at=event.occurred_at, summary=event.summary,
+                    contact_name=event.contact_name, salesperson_id=event.salesperson_id, source=event.source,
+                    now=uow.now())
+
+
+def on_notification_sent(event: NotificationSent, uow: UnitOfWork) -> None:
+    if event.kind == "reminder":
+        return  # an email to our salesperson about a task, not something the customer received
+    known_customer(uow, event.customer_id, f"{event.kind} email {event.notification_id}")
+    store.add_entry(uow.conn, entry_id=f"notification:{event.notification_id}", customer_id=event.customer_id,
+                    kind="email", subtype=event.kind, occurred_at=event.sent_at,
+                    summary=f"{event.subject} (to {event.recipient})", source="notifications",
+                    order_id=event.order_id, detail={"recipient": event.recipient, "language": event.language},
+                    now=uow.now())
+
+
+def on_supplier_account_changed(event: SupplierAccountChanged, uow: UnitOfWork) -> None:
+    # Kept for every customer: accounts are often opened before the CRM profile exists.
+    store.upsert_supplier_account(uow.conn, customer_id=event.customer_id, status=event.status,
+                                  credit_limit=event.credit_limit, open_balance=event.open_balance,
+                                  currency=event.currency, payment_terms_days=event.payment_terms_days,
+                                  changed_at=event.changed_at)
+
+
+# --- order milestones -----------------------------------------------------------------------
+
+
+def on_order_placed(event: OrderPlaced, uow: UnitOfWork) -> None:
+    customer = known_customer(uow, event.customer_id, f"order {event.order_id} placed")
+    store.record_order(uow.conn, order_id=event.order_id, customer_id=event.customer_id, placed_at=event.placed_at,
+                       channel=event.channel, total=event.total.amount, currency=event.total.currency)
+    _milestone(uow, event.customer_id, event.order_id, "placed", event.placed_at,
+               f"Order {event.order_id} placed ({event.channel}): {len(event.lines)} line(s), total {event.total}",
+               {"channel": event.channel, "total": format(event.total.amount, "f"), "currency": event.total.currency})
+    for payload in store.take_parked_shipments(uow.conn, event.order_id):
+        _apply_shipment(uow, customer, OrderShipped.model_validate(payload))
+    refresh_reorder_task(uow, customer)
+
+
+def on_order_confirmed(event: OrderConfirmed, uow: UnitOfWork) -> None:
+    known_customer(uow, event.customer_id, f"order {event.order_id} confirmed")
+    store.set_confirmation(uow.conn, event.order_id, event.confirmation_number)
+    _milestone(uow, event.customer_id, event.order_id, "confirmed", event.confirmed_at,
+               f"Order {event.order_id} confirmed as {event.confirmation_number}",
+               {"confirmation_number": event.confirmation_number})
+
+
+def on_order_shipped(event: OrderShipped, uow: UnitOfWork) -> None:
+    customer_id = event.customer_id
+    if customer_id is None:
+        # Upstream warehouses may leave the customer out; the order we recorded names it.
+        placed = store.order(uow.conn, event.order_id)
+        if placed is None:
+            log.info("shipment of order %s parked until the order is known", event.order_id)
+            store.park_shipment(uow.conn, event.order_id, event.tracking_number, event.model_dump(mode="json"),
+                                uow.now())
+            return
+        customer_id = placed["customer_id"]
+    _apply_shipment(uow, known_customer(uow, customer_id, f"order {event.order_id} shipped"), event)
+
+
+def on_order_cancelled(event: OrderCancelled, uow: UnitOfWork) -> None:
+    customer = known_customer(uow, event.customer_id, f"order {event.order_id} cancelled")
+    store.mark_cancelled(uow.conn, event.order_id, event.cancelled_at)
+    _milestone(uow, event.customer_id, event.order_id, "cancelled", event.cancelled_at,
+               f"Order {event.order_id} cancelled: {event.reason}", {"reason": event.reason})
+    refresh_reorder_task(uow, customer)  # a cancelled order is not a purchase: the cadence changes
+
+
+def _apply_shipment(uow: UnitOfWork, customer: dict, event: OrderShipped) -> None:
+    # One entry per parcel; the follow-up call is once per order, however many parcels or copies.
+    _milestone(uow, customer["customer_id"], event.order_id, f"shipped:{event.tracking_number}", event.shipped_at,
+               f"Order {event.order_id} shipped by {event.carrier} (tracking {event.tracking_number}) "
+               f"from {event.distribution_centre}",
+               {"carrier": event.carrier, "tracking_number": event.tracking_number,
+                "distribution_centre": event.distribution_centre})
+    placed = store.order(uow.conn, event.order_id)
+    reference = (placed or {}).get("confirmation_number") or event.order_id
+    policy = Policy.from_env()
+    lifecycle.open_task(uow, policy, customer_id=customer["customer_id"], salesperson_id=customer["salesperson_id"],
+                        kind="order_follow_up", title=f"Follow up on receipt of order {reference}",
+                        due_at=tasks.follow_up_due(event.shipped_at, policy), created_by="crm",
+                        notes=f"Shipped {event.shipped_at:%Y-%m-%d} by {event.carrier}, tracking {event.tracking_number}.",
+                        cause_key=tasks.follow_up_cause(event.order_id))
+
+
+def _milestone(uow: UnitOfWork, customer_id: str, order_id: str, milestone: str, at, summary: str,
+               detail: dict) -> None:
+    store.add_entry(uow.conn, entry_id=f"order:{order_id}:{milestone}", customer_id=customer_id, kind="order",
+                    subtype=f"order_{milestone.split(':')[0]}", occurred_at=at, summary=summary, source="orders",
+                    order_id=order_id, detail=detail, now=uow.now())
+
+
+def refresh_reorder_task(uow: UnitOfWork, customer: dict) -> None:
+    """One open automatic reorder call per customer, predicted from their latest order: a newer
+    order (or a cancellation) replaces the prediction, and the call it replaces is withdrawn."""
+    policy = Policy.from_env()
+    store.lock_customer(uow.conn, customer["customer_id"])
+    prediction = tasks.predict_reorder(store.cadence_orders(uow.conn, customer["customer_id"]), policy)
+    cause = tasks.reorder_cause(customer["customer_id"], prediction.based_on_order) if prediction else None
+    for stale in task_store.open_automatic_reorder_tasks(uow.conn, customer["customer_id"]):
+        if stale["cause_key"] != cause:
+            lifecycle.cancel(uow, stale, "superseded: the customer's ordering changed")
+    if prediction is None:
+        return
+    days = prediction.cadence.total_seconds() / 86400
+    lifecycle.open_task(uow, policy, customer_id=customer["customer_id"], salesperson_id=customer["salesperson_id"],
+                        kind="reorder_call", title=f"Remind {customer['name']} to reorder",
+                        due_at=prediction.call_due_at, created_by="crm", cause_key=cause,
+                        notes=f"Orders about every {days:.0f} days; next order expected around "
+                              f"{prediction.next_order_at:%Y-%m-%d}.")
+
+
+# --- reminders ------------------------------------------------------------------------------
+
+
+def on_timer_fired(event: TimerFired, uow: UnitOfWork) -> None:
+    if event.owner != lifecycle.OWNER:
+        return  # another service's timer on the shared topic
+    if event.kind != lifecycle.REMINDER_KIND:
+        raise Rejected(f"crm has no timers of kind {event.kind!r}")
+    reminder_id = event.timer_id
+    reminder = task_store.reminder(uow.conn, reminder_id)
+    task_id = event.payload.get("task_id") or (reminder or {}).get("task_id")
+    task = task_store.task(uow.conn, task_id, lock=True) if task_id else None
+    if task is None:
+        raise Rejected(f"timer {reminder_id} is for a task the CRM does not know ({task_id!r})")
+    if task["status"] != "open" or task["reminder_id"] != reminder_id:
+        log.info("reminder %s for task %s not sent: task is %s, current reminder %s", reminder_id,
+                 task["task_id"], task["status"], task["reminder_id"])
+        return
+    if not task_store.settle_reminder(uow.conn, reminder_id, "sent", uow.now()):
+        return  # the timer fired again (a retried scheduler): it was sent the first time
+    salesperson = store.salesperson(uow.conn, task["salesperson_id"])
+    uow.emit(ReminderDue(task_id=task["task_id"], reminder_id=reminder_id, customer_id=task["customer_id"],
+                         customer_name=task["customer_name"], salesperson_id=task["salesperson_id"],
+                         salesperson_email=salesperson["email"], title=task["title"], due_at=task["due_at"],
+                         language=salesperson["language"], time_zone=salesperson["time_zone"]),
+             event_id=deterministic_id("ReminderDue", reminder_id))
+
+
+HANDLERS = {
+    "ContactLogged": on_contact_logged,
+    "NotificationSent": on_notification_sent,
+    "SupplierAccountChanged": on_supplier_account_changed,
+    "OrderPlaced": on_order_placed,
+    "OrderConfirmed": on_order_confirmed,
+    "OrderShipped": on_order_shipped,
+    "OrderCancelled": on_order_cancelled,
+    "TimerFired": on_timer_fired,
+}

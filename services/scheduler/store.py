@@ -1,0 +1,133 @@
+"""The scheduler's SQL: standing orders, their emitted occurrences, and timers."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from services.scheduler.standing import StandingOrder
+
+_COLUMNS = """standing_order_id, customer_id, lines, delivery, payment, language, every, unit,
+              start_date, time_zone, local_time, end_date, max_occurrences, skip_occurrences, status,
+              last_occurrence, next_occurrence, next_due_at, version"""
+
+
+def _values(o: StandingOrder) -> dict:
+    return {
+        "standing_order_id": o.standing_order_id, "customer_id": o.customer_id,
+        "lines": Jsonb([line.model_dump(mode="json") for line in o.lines]),
+        "delivery": Jsonb(o.delivery.model_dump(mode="json")),
+        "payment": Jsonb(o.payment.model_dump(mode="json", exclude_none=True)),
+        "language": o.language, "every": o.every, "unit": o.unit, "start_date": o.start_date,
+        "time_zone": o.time_zone, "local_time": o.local_time, "end_date": o.end_date,
+        "max_occurrences": o.max_occurrences, "skip_occurrences": list(o.skip_occurrences),
+        "status": o.status, "last_occurrence": o.last_occurrence, "next_occurrence": o.next_occurrence,
+        "next_due_at": o.next_due_at, "version": o.version,
+    }
+
+
+def insert_standing_order(conn: psycopg.Connection, order: StandingOrder, now: datetime) -> bool:
+    """False when an order with this id already exists (a repeated request)."""
+    row = conn.execute(
+        f"""INSERT INTO standing_orders ({_COLUMNS}, created_at, updated_at)
+            VALUES (%(standing_order_id)s, %(customer_id)s, %(lines)s, %(delivery)s, %(payment)s,
+                    %(language)s, %(every)s, %(unit)s, %(start_date)s, %(time_zone)s, %(local_time)s,
+                    %(end_date)s, %(max_occurrences)s, %(skip_occurrences)s, %(status)s,
+                    %(last_occurrence)s, %(next_occurrence)s, %(next_due_at)s, %(version)s,
+                    %(now)s, %(now)s)
+            ON CONFLICT (standing_order_id) DO NOTHING RETURNING 1""",
+        {**_values(order), "now": now}).fetchone()
+    return row is not None
+
+
+def save(conn: psycopg.Connection, order: StandingOrder, now: datetime) -> None:
+    """Write the order's new state; the caller holds its row lock (get(..., lock=True))."""
+    conn.execute(
+        """UPDATE standing_orders SET lines = %(lines)s, delivery = %(delivery)s, status = %(status)s,
+               skip_occurrences = %(skip_occurrences)s, last_occurrence = %(last_occurrence)s,
+               next_occurrence = %(next_occurrence)s, next_due_at = %(next_due_at)s,
+               version = %(version)s, updated_at = %(now)s
+           WHERE standing_order_id = %(standing_order_id)s""",
+        {**_values(order), "now": now})
+
+
+def get(conn: psycopg.Connection, standing_order_id: str, *, lock: bool = False) -> StandingOrder | None:
+    # A change waits for the ticker's lock (and vice versa): whichever commits first wins.
+    row = conn.execute(f"SELECT {_COLUMNS} FROM standing_orders WHERE standing_order_id = %s"
+                       + (" FOR UPDATE" if lock else ""), (standing_order_id,)).fetchone()
+    return StandingOrder.from_row(row) if row else None
+
+
+def for_customer(conn: psycopg.Connection, customer_id: str) -> list[StandingOrder]:
+    rows = conn.execute(f"SELECT {_COLUMNS} FROM standing_orders WHERE customer_id = %s ORDER BY created_at, "
+                        "standing_order_id", (customer_id,)).fetchall()
+    return [StandingOrder.from_row(r) for r in rows]
+
+
+def lock_next_due(conn: psycopg.Connection, now: datetime, served: list[str]) -> StandingOrder | None:
+    """The most overdue active order not yet served this tick, locked; rows another ticker
+    (or a customer's change) holds are skipped, never waited for."""
+    row = conn.execute(
+        f"""SELECT {_COLUMNS} FROM standing_orders
+            WHERE status = 'active' AND next_due_at <= %s AND NOT (standing_order_id = ANY(%s))
+            ORDER BY next_due_at, standing_order_id LIMIT 1 FOR UPDATE SKIP LOCKED""",
+        (now, served)).fetchone()
+    return StandingOrder.from_row(row) if row else None
+
+
+def record_occurrence(conn: psycopg.Connection, standing_order_id: str, occurrence: int, due_at: datetime,
+                      emitted_at: datetime, event_id: str) -> None:
+    # No ON CONFLICT: emitting an occurrence twice is a bug that must fail, not pass silently.
+    conn.execute("""INSERT INTO occurrences (standing_order_id, occurrence, due_at, emitted_at, event_id)
+                    VALUES (%s, %s, %s, %s, %s)""", (standing_order_id, occurrence, due_at, emitted_at, event_id))
+
+
+def emitted_occurrences(conn: psycopg.Connection, standing_order_id: str, limit: int = 24) -> list[dict]:
+    rows = conn.execute("""SELECT occurrence, due_at, emitted_at FROM occurrences WHERE standing_order_id = %s
+                           ORDER BY occurrence DESC LIMIT %s""", (standing_order_id, limit)).fetchall()
+    return rows[::-1]
+
+
+# --- timers ----------------------------------------------------------------------------------
+
+def request_timer(conn: psycopg.Connection, *, timer_id: str, owner: str, kind: str, fire_at: datetime,
+                  payload: dict, changed_at: datetime) -> None:
+    """Upsert: a newer request replaces the time; re-requesting the time it already fired at does not re-arm it."""
+    conn.execute(
+        """INSERT INTO timers (timer_id, owner, kind, fire_at, payload, status, changed_at)
+           VALUES (%s, %s, %s, %s, %s, 'pending', %s)
+           ON CONFLICT (timer_id) DO UPDATE SET
+               owner = EXCLUDED.owner, kind = EXCLUDED.kind, payload = EXCLUDED.payload,
+               fire_at = EXCLUDED.fire_at, changed_at = EXCLUDED.changed_at,
+               status = CASE WHEN timers.status = 'fired' AND timers.fire_at = EXCLUDED.fire_at
+                             THEN 'fired' ELSE 'pending' END
+           WHERE timers.changed_at < EXCLUDED.changed_at
+              OR (timers.changed_at = EXCLUDED.changed_at AND timers.status <> 'cancelled')""",
+        (timer_id, owner, kind, fire_at, Jsonb(payload), changed_at))
+
+
+def cancel_timer(conn: psycopg.Connection, *, timer_id: str, owner: str, changed_at: datetime) -> None:
+    """A cancel for a timer not seen yet is kept, so its request (arriving later, older) stays cancelled."""
+    conn.execute(
+        """INSERT INTO timers (timer_id, owner, status, changed_at) VALUES (%s, %s, 'cancelled', %s)
+           ON CONFLICT (timer_id) DO UPDATE SET status = 'cancelled', changed_at = EXCLUDED.changed_at
+           WHERE timers.changed_at <= EXCLUDED.changed_at AND timers.status <> 'fired'""",
+        (timer_id, owner, changed_at))
+
+
+def timer_owner(conn: psycopg.Connection, timer_id: str) -> str | None:
+    row = conn.execute("SELECT owner FROM timers WHERE timer_id = %s", (timer_id,)).fetchone()
+    return row["owner"] if row else None
+
+
+def lock_due_timers(conn: psycopg.Connection, now: datetime, limit: int) -> list[dict]:
+    return conn.execute(
+        """SELECT timer_id, owner, kind, fire_at, payload FROM timers
+           WHERE status = 'pending' AND fire_at <= %s
+           ORDER BY fire_at, timer_id LIMIT %s FOR UPDATE SKIP LOCKED""", (now, limit)).fetchall()
+
+
+def mark_fired(conn: psycopg.Connection, timer_ids: list[str], fired_at: datetime) -> None:
+    conn.execute("UPDATE timers SET status = 'fired', fired_at = %s WHERE timer_id = ANY(%s)",
+                 (fired_at, timer_ids))
