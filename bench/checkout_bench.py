@@ -9,6 +9,7 @@ the same number of Kafka hops with no logic (consume → produce chains), and th
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -58,7 +59,9 @@ class Arrivals:
         while not self.stop.is_set():
             for m in self.consumer.consume(500, 0.1):
                 if not m.error():
-                    self.seen[m.topic()].setdefault(m.key().decode(), time.time())
+                    # NotificationSent is keyed by customer: take the order id from the payload
+                    order_id = json.loads(m.value())["data"].get("order_id")
+                    self.seen[m.topic()].setdefault(order_id, time.time())
         self.consumer.close()
 
 
@@ -121,30 +124,50 @@ def system_run(stack: EmbeddedStack, n: int, threads: int) -> dict:
 
 
 def raw_broker_run(bootstrap: str, n: int) -> float:
-    """The same hops through the broker with no logic: produce, then consume→produce per hop."""
+    """The same hops through the broker with no logic: a producer, then one consume→produce relay per
+    hop, all running at once (as the services do), each consumer joined before the clock starts."""
     topics = [f"bench-raw-{uuid.uuid4().hex[:6]}-{i}" for i in range(len(HOPS))]
     ensure_topics({"bootstrap.servers": bootstrap}, 3, 1, topics)
     payload = b"x" * 900  # about the size of an OrderPlaced CloudEvent
+    done = threading.Event()
+    arrived = [0]
+    joined = threading.Barrier(len(topics) + 1)  # every relay plus the producer
+
+    def relay(src: str, dst: str | None) -> None:
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{src}", "auto.offset.reset": "earliest",
+                             "session.timeout.ms": 6000, "enable.auto.commit": True, "fetch.wait.max.ms": 10})
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2, "enable.idempotence": True, "acks": "all"})
+        consumer.subscribe([src])
+        while not consumer.assignment():
+            consumer.poll(0.1)
+        joined.wait()
+        while not done.is_set():
+            for m in consumer.consume(500, 0.1):
+                if m.error():
+                    continue
+                if dst:
+                    producer.produce(dst, key=m.key(), value=m.value())
+                else:
+                    arrived[0] += 1
+                    if arrived[0] >= n:
+                        done.set()
+            producer.poll(0)
+        producer.flush()
+        consumer.close()
+
+    threads = [threading.Thread(target=relay, args=(src, dst), daemon=True)
+               for src, dst in zip(topics, topics[1:] + [None])]
+    for t in threads:
+        t.start()
+    joined.wait()
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2, "enable.idempotence": True, "acks": "all"})
     started = time.time()
     for i in range(n):
         producer.produce(topics[0], key=str(i), value=payload)
-        if i % 1000 == 0:
+        if i % 500 == 0:
             producer.poll(0)
     producer.flush()
-    for src, dst in zip(topics, topics[1:]):
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{src}", "auto.offset.reset": "earliest",
-                             "session.timeout.ms": 6000, "enable.auto.commit": True})
-        consumer.subscribe([src])
-        moved = 0
-        while moved < n:
-            for m in consumer.consume(500, 0.5):
-                if not m.error():
-                    producer.produce(dst, key=m.key(), value=m.value())
-                    moved += 1
-            producer.poll(0)
-        producer.flush()
-        consumer.close()
+    done.wait(300)
     return n / (time.time() - started)
 
 

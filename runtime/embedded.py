@@ -43,6 +43,16 @@ def wait_for_port(port: int, timeout: float, what: str, proc: subprocess.Popen |
     raise StackError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
 
 
+def _die_with_parent() -> None:
+    """In the child: a broker outlives a killed parent otherwise (its own session keeps it from
+    Ctrl-C, which the parent handles), burning CPU for nobody."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the parent's clean shutdown still stops it
+
+
 @dataclass
 class Broker:
     proc: subprocess.Popen
@@ -78,7 +88,8 @@ def start_broker(log_path: Path, port: int | None = None) -> Broker:
     url = f"tcp://127.0.0.1:{port}"
     logf = open(log_path, "ab")
     proc = subprocess.Popen([binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
-                            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=_die_with_parent)
     try:
         wait_for_port(port, 15, f"Tansu broker ({binary})", proc)
     except StackError:
