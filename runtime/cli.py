@@ -102,17 +102,75 @@ def tap(topics: list[str] = typer.Argument(..., help="topics to follow, e.g. Ord
         as_json: bool = typer.Option(False, "--json", help="JSON lines instead of the pretty view"),
         key: Optional[list[str]] = typer.Option(None, help="only records with this key (repeatable)"),
         type_: Optional[list[str]] = typer.Option(None, "--type", help="only this event type (repeatable)"),
+        since: Optional[str] = typer.Option(None, help="events at or after: RFC 3339 or a time ago (2h, 7d)"),
+        until: Optional[str] = typer.Option(None, help="events before: RFC 3339 or a time ago"),
+        where: Optional[list[str]] = typer.Option(None, help="payload filter field=value or field!=value, "
+                                                  "dotted (payment.mode=account, lines.sku=BULB-60W); repeatable"),
+        summary: bool = typer.Option(False, help="count records per type and key instead of printing them "
+                                     "(stops when caught up)"),
         follow: bool = typer.Option(True, help="keep following; --no-follow stops when caught up")):
-    """Follow topics for analysis: pretty or JSON lines, filtered by key or type."""
-    from runtime.tap import pretty, tap as tap_records
+    """Follow topics for analysis: pretty or JSON lines, filtered by key, type, event time or payload field."""
+    from runtime.tap import Where, parse_when, pretty, summarize, summary_tables, tap as tap_records
 
     cfg = Settings()
     try:
-        for rec in tap_records(cfg.kafka_common(), topics, from_beginning=not from_now, follow=follow,
-                               keys=set(key) if key else None, types=set(type_) if type_ else None):
+        filters = dict(since=parse_when(since) if since else None, until=parse_when(until) if until else None,
+                       where=[Where.parse(w) for w in where or []])
+    except ValueError as exc:
+        _fail(str(exc))
+    records = tap_records(cfg.kafka_common(), topics, from_beginning=not from_now, follow=follow and not summary,
+                          keys=set(key) if key else None, types=set(type_) if type_ else None, **filters)
+    try:
+        if summary:
+            found = summarize(records)
+            if as_json:
+                print(json.dumps(found))
+            else:
+                console.print(*summary_tables(found))
+            return
+        for rec in records:
             print(json.dumps(rec.as_json()) if as_json else pretty(rec), flush=True)
     except KeyboardInterrupt:
         pass
+
+
+@app.command()
+def export(topics: list[str] = typer.Argument(..., help="event topics, e.g. OrderPlaced OrderConfirmed"),
+           out: Path = typer.Option(..., "--out", "-o", help="file; with several topics, one file per type "
+                                    "(<stem>-<Type><suffix>), and <stem>.<field><suffix> for lists of objects"),
+           fmt: Optional[str] = typer.Option(None, "--format", help="parquet | csv | jsonl (default: from --out)"),
+           since: Optional[str] = typer.Option(None, help="events at or after: RFC 3339 or a time ago (2h, 7d)"),
+           until: Optional[str] = typer.Option(None, help="events before: RFC 3339 or a time ago"),
+           where: Optional[list[str]] = typer.Option(None, help="payload filter field=value (repeatable)")):
+    """Export events as flat, typed tables (one per event type) for pandas, spreadsheets and BI tools."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from runtime.export import FORMATS, export as export_records, record_estimate
+    from runtime.tap import Where, parse_when, tap as tap_records
+
+    cfg = Settings()
+    fmt = fmt or out.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)} (or give --out a .parquet/.csv/.jsonl name)")
+    try:
+        filters = dict(since=parse_when(since) if since else None, until=parse_when(until) if until else None,
+                       where=[Where.parse(w) for w in where or []])
+        records = tap_records(cfg.kafka_common(), topics, follow=False, **filters)
+        with Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=Console(stderr=True), transient=True) as progress:
+            task = progress.add_task("export", total=record_estimate(cfg.kafka_common(), topics) or None)
+
+            def advance(_rec):
+                done = progress.tasks[0].completed + 1
+                progress.update(task, completed=done, total=max(done, progress.tasks[0].total or 0))
+            result = export_records(records, topics, out, fmt, on_record=advance)
+    except ValueError as exc:
+        _fail(str(exc))
+    for path, rows in result.files.items():
+        print(f"{path}  {rows} rows")  # plain: paths must not be wrapped
+    if result.skipped:
+        console.print(f"[yellow]skipped {result.skipped} record(s) that are not valid events "
+                      f"(their <topic>.DLQ has them)[/yellow]")
 
 
 @app.command()

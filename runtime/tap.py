@@ -1,17 +1,92 @@
 """`salesbus tap`: follow topics for analysts, from the beginning or from now.
 
 Reads with a group-less consumer (assigned partitions), so tapping never moves any
-service's offsets and starts instantly.
+service's offsets and starts instantly. Filters: by key, by event type, by event time
+(``since``/``until``: the CloudEvent ``time``, i.e. when it happened in the business, which
+can differ from when it was written to Kafka), and by payload fields (``Where``).
+
+Without ``follow`` it stops at the end of every partition, as told by the broker's end-of-
+partition signal while fetching: the embedded broker's ListOffsets answer can stop short of
+the last batch, so the watermarks it reports are not trusted for that.
 """
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(value: str, now: datetime | None = None) -> datetime:
+    """RFC 3339 (``2026-03-01T09:00:00Z``), a date (``2026-03-01``, midnight UTC), ``now``, or a
+    time ago (``90s``, ``15m``, ``2h``, ``7d``, ``2w``). Always an aware UTC datetime."""
+    now = now or datetime.now(timezone.utc)
+    text = value.strip()
+    if text == "now":
+        return now
+    m = _RELATIVE.match(text)
+    if m:
+        return now - timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+    try:
+        at = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise ValueError(f"{value!r} is neither RFC 3339 (2026-03-01T09:00:00Z) nor relative (2h, 7d)") from None
+    if at.tzinfo is None:
+        if len(text) > 10:  # a time without an offset is ambiguous: refuse rather than guess
+            raise ValueError(f"{value!r} has no UTC offset (add Z or +02:00)")
+        at = at.replace(tzinfo=timezone.utc)
+    return at.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Where:
+    """``path=value`` (or ``path!=value``) on the event's payload; ``path`` is dotted. Through a
+    list, a numeric part picks one element and a name matches when ANY element matches
+    (``lines.sku=BULB-60W``). Values compare as text; JSON literals as written (true, 3, null)."""
+    path: tuple[str, ...]
+    value: str
+    negate: bool = False
+
+    @classmethod
+    def parse(cls, expr: str) -> "Where":
+        negate = "!=" in expr
+        field, sep, value = expr.partition("!=" if negate else "=")
+        if not sep or not field.strip():
+            raise ValueError(f"--where takes field=value or field!=value, got {expr!r}")
+        return cls(tuple(field.strip().split(".")), value, negate)
+
+    def matches(self, payload: Any) -> bool:
+        found = any(_text(v) == self.value for v in _resolve(payload, self.path))
+        return found != self.negate
+
+
+def _resolve(node: Any, path: tuple[str, ...]) -> Iterator[Any]:
+    if not path:
+        yield node
+        return
+    head, rest = path[0], path[1:]
+    if isinstance(node, dict):
+        if head in node:
+            yield from _resolve(node[head], rest)
+    elif isinstance(node, list):
+        if head.isdigit():
+            if int(head) < len(node):
+                yield from _resolve(node[int(head)], rest)
+        else:
+            for item in node:
+                yield from _resolve(item, path)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 @dataclass
@@ -26,9 +101,22 @@ class Tapped:
 
     def event(self) -> dict | None:
         try:
-            return json.loads(self.value) if self.value else None
+            ev = json.loads(self.value) if self.value else None
         except ValueError:
             return None
+        return ev if isinstance(ev, dict) else None
+
+    def time(self) -> datetime:
+        """The event's own time (CloudEvent ``time``); the Kafka timestamp when it has none."""
+        raw = (self.event() or {}).get("time")
+        if isinstance(raw, str):
+            try:
+                at = datetime.fromisoformat(raw)
+                if at.tzinfo is not None:
+                    return at.astimezone(timezone.utc)
+            except ValueError:
+                pass
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, timezone.utc)
 
     def as_json(self) -> dict:
         return {"topic": self.topic, "partition": self.partition, "offset": self.offset, "key": self.key,
@@ -36,28 +124,35 @@ class Tapped:
 
 
 def tap(kafka_conf: dict, topics: list[str], *, from_beginning: bool = True, follow: bool = True,
-        idle_exit_s: float = 2.0, keys: set[str] | None = None, types: set[str] | None = None) -> Iterator[Tapped]:
+        idle_exit_s: float = 2.0, keys: set[str] | None = None, types: set[str] | None = None,
+        since: datetime | None = None, until: datetime | None = None,
+        where: Iterable[Where] = ()) -> Iterator[Tapped]:
+    """Records of ``topics`` passing every filter (``since`` inclusive, ``until`` exclusive).
+    Without ``follow``: stops when every partition has been read to its end (or after
+    ``idle_exit_s`` without anything from the broker)."""
+    where = list(where)
     consumer = Consumer({**kafka_conf, "group.id": "salesbus-tap", "enable.auto.commit": False,
-                         "fetch.wait.max.ms": 100})
+                         "fetch.wait.max.ms": 100, "enable.partition.eof": True})
     try:
         meta = consumer.list_topics(timeout=10)
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         parts = [TopicPartition(t, p, start) for t in topics if t in meta.topics for p in meta.topics[t].partitions]
-        ends = {}
-        for tp in parts:
-            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            ends[(tp.topic, tp.partition)] = high
+        at_end: set[tuple[str, int]] = set()
         consumer.assign(parts)
         idle_since = time.monotonic()
         while True:
+            if not follow and len(at_end) == len(parts):
+                return
             msg = consumer.poll(0.2)
             if msg is None or msg.error():
-                caught_up = all(consumer.position([TopicPartition(t, p)])[0].offset >= high
-                                for (t, p), high in ends.items() if high > 0) if not follow else False
-                if not follow and (caught_up or time.monotonic() - idle_since > idle_exit_s):
+                if msg is not None and msg.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add((msg.topic(), msg.partition()))
+                    idle_since = time.monotonic()
+                elif not follow and time.monotonic() - idle_since > idle_exit_s:
                     return
                 continue
             idle_since = time.monotonic()
+            at_end.discard((msg.topic(), msg.partition()))
             headers = {k: (v.decode(errors="replace") if v else "") for k, v in (msg.headers() or [])}
             rec = Tapped(msg.topic(), msg.partition(), msg.offset(),
                          msg.key().decode(errors="replace") if msg.key() else None,
@@ -66,9 +161,31 @@ def tap(kafka_conf: dict, topics: list[str], *, from_beginning: bool = True, fol
                 continue
             if types and headers.get("ce_type", msg.topic()) not in types:
                 continue
+            if (since or until) and not ((since is None or rec.time() >= since) and (until is None or rec.time() < until)):
+                continue
+            if where and not all(w.matches((rec.event() or {}).get("data")) for w in where):
+                continue
             yield rec
     finally:
         consumer.close()
+
+
+def summarize(records: Iterable[Tapped]) -> dict[str, Any]:
+    """Counts per event type and per (type, key), with the time span each type covers."""
+    per_type: Counter = Counter()
+    per_key: Counter = Counter()
+    span: dict[str, list[datetime]] = {}
+    for rec in records:
+        etype = rec.headers.get("ce_type") or (rec.event() or {}).get("type") or rec.topic
+        per_type[etype] += 1
+        per_key[(etype, rec.key)] += 1
+        at = rec.time()
+        first_last = span.setdefault(etype, [at, at])
+        first_last[0], first_last[1] = min(first_last[0], at), max(first_last[1], at)
+    return {"types": {t: {"records": n, "keys": sum(1 for (tt, _k) in per_key if tt == t),
+                          "first": span[t][0].isoformat(), "last": span[t][1].isoformat()}
+                      for t, n in sorted(per_type.items())},
+            "keys": [{"type": t, "key": k, "records": n} for (t, k), n in per_key.most_common()]}
 
 
 def pretty(rec: Tapped) -> str:
@@ -80,3 +197,16 @@ def pretty(rec: Tapped) -> str:
     if rec.topic.endswith(".DLQ"):
         extra = f" reason={rec.headers.get('__connect.errors.exception.message', '?')!r}"
     return f"{when}  {rec.topic:<28} key={rec.key}  id={ev.get('id', '-')}{extra}\n    {body}"
+
+
+def summary_tables(found: dict, top: int = 20) -> list:
+    """``summarize``'s answer as rich tables: per type, and the busiest keys."""
+    from rich.table import Table
+
+    types = Table("type", "records", "keys", "first", "last", title="records per type")
+    for etype, t in found["types"].items():
+        types.add_row(etype, str(t["records"]), str(t["keys"]), t["first"], t["last"])
+    keys = Table("type", "key", "records", title=f"records per key (top {top})")
+    for row in found["keys"][:top]:
+        keys.add_row(row["type"], str(row["key"]), str(row["records"]))
+    return [types, keys]

@@ -11,8 +11,8 @@ class ProductChanged(Event):
     """A catalog product was created or changed (price, name, active flag)."""
     key_field = "sku"
     sku: Sku
-    name: str
-    description: str = ""
-    unit_price: Money
+    name: str = Field(description="product name as shown in the catalog")
+    description: str = Field(default="", description="longer product description; empty when there is none")
+    unit_price: Money = Field(description="current catalog unit price")
     active: bool = Field(description="inactive products cannot be ordered")
     changed_at: UtcDateTime

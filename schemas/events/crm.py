@@ -15,39 +15,43 @@ class ContactLogged(Event):
     """An interaction with a customer happened (visit, call, email, meeting)."""
     key_field = "customer_id"
     entry_id: str = Field(description="contact log entry id, unique per interaction")
-    customer_id: str
-    channel: ContactChannel
+    customer_id: str = Field(description="customer (organisation) id; the Kafka key")
+    channel: ContactChannel = Field(
+        description="how the interaction happened: site visit, phone call, email in or out, meeting, web visit")
     occurred_at: UtcDateTime
     summary: str = Field(default="", max_length=4000, description="what was said or done")
     contact_name: str | None = Field(default=None, description="the customer's key contact involved")
-    salesperson_id: str | None = None
+    salesperson_id: str | None = Field(
+        default=None, description="salesperson involved; null when none was (e.g. a web visit)")
     source: str = Field(default="crm", description="crm, website, telephony, mail-gateway, ...")
 
 
 class TaskChanged(Event):
     """A salesperson task was created, completed, snoozed, reassigned or cancelled."""
     key_field = "customer_id"
-    task_id: str
-    customer_id: str
-    salesperson_id: str
-    kind: Literal["reorder_call", "order_follow_up", "custom"]
-    status: Literal["open", "done", "cancelled"]
+    task_id: str = Field(description="task id, the same across all changes of one task")
+    customer_id: str = Field(description="customer (organisation) id; the Kafka key")
+    salesperson_id: str = Field(description="salesperson the task is assigned to after this change")
+    kind: Literal["reorder_call", "order_follow_up", "custom"] = Field(
+        description="what the task is for: a reorder call, an order follow-up or a custom task")
+    status: Literal["open", "done", "cancelled"] = Field(description="task status after this change")
     due_at: UtcDateTime
-    title: str
-    change: Literal["created", "completed", "snoozed", "reassigned", "cancelled"]
+    title: str = Field(description="short text shown to the salesperson")
+    change: Literal["created", "completed", "snoozed", "reassigned", "cancelled"] = Field(
+        description="what this change did")
     changed_at: UtcDateTime
 
 
 class ReminderDue(Event):
     """A salesperson should be reminded, ahead of time, of an open task."""
     key_field = "task_id"
-    task_id: str
+    task_id: str = Field(description="the open task this reminder is about; the Kafka key")
     reminder_id: str = Field(description="unique per (task, due time): a snoozed task gets a new one")
-    customer_id: str
-    customer_name: str
-    salesperson_id: str
-    salesperson_email: str
-    title: str
+    customer_id: str = Field(description="customer (organisation) id the task is about")
+    customer_name: str = Field(description="customer's name, for the reminder email")
+    salesperson_id: str = Field(description="salesperson to remind")
+    salesperson_email: str = Field(description="where the reminder is sent")
+    title: str = Field(description="the task's title")
     due_at: UtcDateTime
-    language: str = "en"
+    language: str = Field(default="en", description="language of the reminder email")
     time_zone: str = Field(default="UTC", description="the salesperson's IANA time zone, to show the due time in")
