@@ -41,11 +41,17 @@ def up(data_dir: Path = typer.Option(Path(".salesbus"), help="where the embedded
         stack = EmbeddedStack(data_dir).start()
     except StackError as exc:
         _fail(str(exc))
-    sup = Supervisor(stack, extra_env={"SALESBUS_DC_SHIP_DELAY_S": str(dc_ship_delay)}, report=console.print)
+    keys = stack.data_dir / "api_keys.json"
+    if not keys.exists():
+        keys.write_text("{}")
+        keys.chmod(0o600)
+    sup = Supervisor(stack, services=SERVICES + ("analytics",), report=console.print,
+                     extra_env={"SALESBUS_DC_SHIP_DELAY_S": str(dc_ship_delay), "SALESBUS_API_KEYS_FILE": str(keys)})
     sup.start()
     console.print(f"[green]salesbus is up[/green]: broker {stack.broker.bootstrap}, smtp 127.0.0.1:{stack.mail.port}")
     for name, child in sup.children.items():
         console.print(f"  {name:<14} http :{child.ports['http']}  metrics :{child.ports['metrics']}  log {child.log_path}")
+    console.print(f"API keys: add them with `salesbus key ROLE SUBJECT` (stored in {keys})")
     try:
         while True:
             time.sleep(1)
@@ -55,6 +61,19 @@ def up(data_dir: Path = typer.Option(Path(".salesbus"), help="where the embedded
     finally:
         sup.stop()
         stack.stop()
+
+
+@app.command()
+def key(role: str = typer.Argument(..., help="customer | operator | warehouse | salesperson"),
+        subject: str = typer.Argument(..., help="customer id, salesperson id or operator name"),
+        email: Optional[str] = typer.Option(None, help="a salesperson's mailbox"),
+        data_dir: Path = typer.Option(Path(".salesbus"))):
+    """Issue an API key for the embedded stack (production keys come from SALESBUS_API_KEYS[_FILE])."""
+    from runtime.auth import issue_key
+
+    if role not in ("customer", "operator", "warehouse", "salesperson"):
+        _fail(f"unknown role {role!r}")
+    print(issue_key(data_dir / "api_keys.json", role, subject, email))
 
 
 @app.command()

@@ -14,6 +14,8 @@ from runtime.config import SERVICES
 from runtime.embedded import EmbeddedStack, free_port
 
 log = logging.getLogger(__name__)
+# analytics is a faust app, not a runtime service: it has its own entry point
+COMMANDS = {"analytics": [sys.executable, "-m", "services.analytics", "--app-id", "analytics"]}
 
 
 @dataclass
@@ -28,7 +30,7 @@ class Child:
 
     def start(self) -> None:
         logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", self.name],
+        self.proc = subprocess.Popen(COMMANDS.get(self.name, [sys.executable, "-m", "runtime.cli", "run", self.name]),
                                      env=self.env, stdout=logf, stderr=subprocess.STDOUT)
         self.started_at = time.monotonic()
 
