@@ -16,7 +16,8 @@ from runtime.config import SERVICES, Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="salesbus: automated sales as message-driven services on a Kafka bus.")
-console = Console()
+# Reports are read in CI logs and pipes too: wide enough that the demo's tables do not wrap.
+console = Console(width=None if Console().is_terminal else 130)
 
 
 def _logging(level: str = "INFO") -> None:

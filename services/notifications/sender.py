@@ -54,10 +54,17 @@ def relay_from_settings(settings: Settings) -> Relay:
 Transport = Callable[[EmailMessage, Relay], None]
 
 
+def wire_bytes(message: EmailMessage) -> bytes:
+    """The message as it goes to the relay. aiosmtplib would flatten it with email.policy.SMTP,
+    whose header folding loses spaces in long non-ASCII subjects, so we flatten it ourselves."""
+    return message.as_bytes(policy=_NO_FOLDING.clone(linesep="\r\n"))
+
+
 def smtp_transport(message: EmailMessage, relay: Relay) -> None:
     """Hand one message to the relay with aiosmtplib; raises on any refusal."""
-    refused, _reply = asyncio.run(aiosmtplib.send(message, hostname=relay.host, port=relay.port,
-                                                  timeout=relay.timeout_s))
+    refused, _reply = asyncio.run(aiosmtplib.send(wire_bytes(message), sender=message["From"],
+                                                  recipients=[message["To"]], hostname=relay.host,
+                                                  port=relay.port, timeout=relay.timeout_s))
     if refused:
         raise aiosmtplib.SMTPException(f"recipients refused: {refused}")
 

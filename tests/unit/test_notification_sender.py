@@ -164,15 +164,15 @@ def test_dates_use_the_country_zone_only_when_it_has_one():
 
 
 def test_long_vietnamese_subject_keeps_its_spaces_after_transport():
-    """Regression: header folding split the subject into two encoded words and the space
-    between "khách" and "đã" was lost on decoding."""
+    """Regression: header folding (ours, then aiosmtplib's email.policy.SMTP) split the subject
+    into two encoded words and the space between "khách" and "đã" was lost on decoding."""
     import email as email_lib
     import email.policy
     from datetime import datetime, timezone
-    from services.notifications.sender import build_message
+    from services.notifications.sender import build_message, wire_bytes
     subject = "Đơn hàng SB-H08K-JHKV của Quý khách đã được gửi đi"
     row = {"recipient": "a@example.vn", "subject": subject, "body_text": "x", "body_html": "<p>x</p>",
            "notification_id": "n-1", "kind": "shipping_confirmation", "language": "vi"}
     msg = build_message(row, sender="orders@salesbus.example", date=datetime(2026, 1, 1, tzinfo=timezone.utc))
-    back = email_lib.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+    back = email_lib.message_from_bytes(wire_bytes(msg), policy=email.policy.default)
     assert back["Subject"] == subject
