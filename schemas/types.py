@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Annotated, Literal
 
 from babel.numbers import list_currencies
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 ISO_4217 = frozenset(list_currencies())
 
@@ -28,9 +28,16 @@ Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 cur
                      AfterValidator(_check_currency)]
 UtcDateTime = Annotated[datetime, AfterValidator(_utc),
                         Field(description="RFC 3339 timestamp, UTC")]
+def _no_float(v):
+    if isinstance(v, float):
+        raise ValueError("money must be a decimal string, never a float")
+    return v
+
+
 # Money amounts travel as decimal strings: a float cannot hold 0.10 exactly.
 DecimalString = Annotated[
     Decimal,
+    BeforeValidator(_no_float),
     Field(description="decimal amount as a string, e.g. \"12.50\"", allow_inf_nan=False),
     PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
 ]
@@ -47,13 +54,6 @@ class Frozen(BaseModel):
 class Money(Frozen):
     amount: DecimalString = Field(description="amount in major units as a decimal string")
     currency: Currency
-
-    @field_validator("amount", mode="before")
-    @classmethod
-    def _no_float(cls, v):
-        if isinstance(v, float):
-            raise ValueError("money must be a decimal string, never a float")
-        return v
 
     def __add__(self, other: "Money") -> "Money":
         if other.currency != self.currency:

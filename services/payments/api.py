@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from runtime.auth import Principal, require
 from runtime.http import make_app
@@ -27,13 +27,6 @@ class AccountTerms(BaseModel):
     currency: Currency
     payment_terms_days: int = Field(ge=0, le=365, description="net terms, e.g. 30 for net 30")
     status: Literal["active", "suspended"] = "active"
-
-    @field_validator("credit_limit", mode="before")
-    @classmethod
-    def _no_float(cls, v):
-        if isinstance(v, float):
-            raise ValueError("money must be a decimal string, never a float")
-        return v
 
 
 class StatementLine(BaseModel):
