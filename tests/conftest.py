@@ -80,3 +80,11 @@ def harness(cfg, stack):
     h = Harness(cfg, stack.data_dir)
     yield h
     h.stop()
+
+
+def pytest_collection_modifyitems(items):
+    """Unit, then integration, then end-to-end tests. The e2e tests run every service at once and
+    move the shared clock by months; integration tests start only the services they test and
+    expect no other service to react to the events they publish, so they go first."""
+    rank = {"unit": 0, "integration": 1, "e2e": 2}
+    items.sort(key=lambda item: rank.get(item.path.parent.name, 1))

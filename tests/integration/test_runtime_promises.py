@@ -61,6 +61,14 @@ def query(cfg, db: str, sql: str, params=()):
         return conn.execute(sql, params).fetchall()
 
 
+def started(cfg, db: str) -> bool:
+    """The service process has created and migrated its database."""
+    try:
+        return bool(query(cfg, db, "SELECT 1 FROM schema_migrations LIMIT 1"))
+    except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
+        return False
+
+
 def times(cfg, db: str, aggregate_id: str, topic: str = "OrderPlaced") -> int:
     rows = query(cfg, db, "SELECT times FROM effects WHERE aggregate_id = %s AND topic = %s", (aggregate_id, topic))
     return rows[0][0] if rows else 0
@@ -120,6 +128,15 @@ def test_crash_after_db_commit_before_offset_commit_has_one_effect(cfg, bus, uni
 def test_relay_killed_between_publish_and_mark_publishes_nothing_new_downstream(cfg, bus, unique):
     upstream, downstream = f"probe_up_{unique}", f"probe_down_{unique}"
     with probe(cfg, downstream, ["OrderCancelled"]):
+        # catch up with what earlier tests left on the topic, so the crashing batch is ours alone
+        warm = probe_process(cfg, upstream)
+        wait_until(lambda: started(cfg, upstream), timeout=60, message="the upstream probe's database")
+        bus.publish(order(f"o-warm-{unique}"))
+        wait_until(lambda: times(cfg, upstream, f"o-warm-{unique}") == 1
+                   and not query(cfg, upstream, "SELECT 1 FROM outbox WHERE published_at IS NULL"),
+                   timeout=60, message="the upstream probe to catch up")
+        warm.terminate()
+        assert warm.wait(30) == 0
         first = probe_process(cfg, upstream, crash_at="after_publish")
         bus.publish(order(f"o-{unique}"))
         assert first.wait(60) == 99
