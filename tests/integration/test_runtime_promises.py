@@ -93,6 +93,19 @@ def records_on(cfg, topic: str, event_or_key: str, timeout: float = 20.0):
     return found
 
 
+def caught_up_probe(cfg, bus, name: str, unique: str) -> None:
+    """Run the probe once until it has handled what earlier tests left on OrderPlaced and published
+    its outbox, then stop it cleanly: the next batch it handles is the test's own record."""
+    warm = probe_process(cfg, name)
+    wait_until(lambda: started(cfg, name), timeout=60, message=f"{name}'s database")
+    bus.publish(order(f"o-warm-{unique}"))
+    wait_until(lambda: times(cfg, name, f"o-warm-{unique}") == 1
+               and not query(cfg, name, "SELECT 1 FROM outbox WHERE published_at IS NULL"),
+               timeout=60, message=f"{name} to catch up")
+    warm.terminate()
+    assert warm.wait(30) == 0
+
+
 def test_same_record_delivered_twice_has_one_effect(cfg, bus, unique):
     name = f"probe_dup_{unique}"
     with probe(cfg, name):
@@ -109,6 +122,7 @@ def test_same_record_delivered_twice_has_one_effect(cfg, bus, unique):
 
 def test_crash_after_db_commit_before_offset_commit_has_one_effect(cfg, bus, unique):
     name = f"probe_crash_{unique}"
+    caught_up_probe(cfg, bus, name, unique)
     first = probe_process(cfg, name, crash_at="after_db_commit")
     bus.publish(order(f"o-{unique}"))
     assert first.wait(60) == 99, "the probe should have died at the crash point"
@@ -128,15 +142,7 @@ def test_crash_after_db_commit_before_offset_commit_has_one_effect(cfg, bus, uni
 def test_relay_killed_between_publish_and_mark_publishes_nothing_new_downstream(cfg, bus, unique):
     upstream, downstream = f"probe_up_{unique}", f"probe_down_{unique}"
     with probe(cfg, downstream, ["OrderCancelled"]):
-        # catch up with what earlier tests left on the topic, so the crashing batch is ours alone
-        warm = probe_process(cfg, upstream)
-        wait_until(lambda: started(cfg, upstream), timeout=60, message="the upstream probe's database")
-        bus.publish(order(f"o-warm-{unique}"))
-        wait_until(lambda: times(cfg, upstream, f"o-warm-{unique}") == 1
-                   and not query(cfg, upstream, "SELECT 1 FROM outbox WHERE published_at IS NULL"),
-                   timeout=60, message="the upstream probe to catch up")
-        warm.terminate()
-        assert warm.wait(30) == 0
+        caught_up_probe(cfg, bus, upstream, unique)
         first = probe_process(cfg, upstream, crash_at="after_publish")
         bus.publish(order(f"o-{unique}"))
         assert first.wait(60) == 99
