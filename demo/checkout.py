@@ -127,6 +127,20 @@ def run(ctx: DemoContext) -> None:
     for label, cid, order_id, expected in placed:
         report_order(ctx, label, cid, order_id, expected, records, mail)
     totals(ctx, placed, records, mail)
+    show_tap(ctx, placed[0][2])
+
+
+def show_tap(ctx: DemoContext, order_id: str) -> None:
+    """The same journey as an analyst sees it on the bus: each event came out of a service's outbox."""
+    from runtime.tap import pretty, tap
+    ctx.console.print(f"\n[bold]on the bus[/bold] — what `salesbus tap OrderPlaced PaymentVerified OrderConfirmed "
+                      f"OrderShipped --key {order_id}` prints:")
+    recs = list(tap(ctx.cfg.kafka_common(), ["OrderPlaced", "PaymentVerified", "OrderConfirmed", "OrderShipped"],
+                    follow=False, keys={order_id}))
+    for rec in sorted(recs, key=lambda r: (r.event() or {}).get("time", "")):  # topics interleave; show in time order
+        ctx.console.print(escape(pretty(rec)[:230]), soft_wrap=True)
+    ctx.console.print("  (each came out of the producing service's outbox: cart → payments → orders; "
+                      "ce_source names it, traceparent ties them into one trace)")
 
 
 def report_order(ctx: DemoContext, label: str, cid: str, order_id: str, expected: str, records: list[dict],

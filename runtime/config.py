@@ -42,8 +42,10 @@ class Settings(BaseSettings):
     #: currencies the business sells in (ISO 4217); orders in others are declined
     currencies: str = "EUR,USD,GBP,PLN"
 
+    #: most records handled in one transaction
     batch_size: int = 500
-    batch_timeout_s: float = 0.05
+    #: how long a consumer waits for the first record of a batch before checking in again
+    batch_timeout_s: float = 0.2
     retry_backoff_max_s: float = 5.0
 
     data_dir: Path = Path(".salesbus")

@@ -209,27 +209,25 @@ class ConsumerLoop:
                 msgs = self._next_batch(consumer)
                 records = [m for m in msgs if not self._is_error(m)]
                 if records:
-                    self._process_until_committed(records)
-                    if self.stop_event.is_set() and self._stopped_mid_retry:
-                        break
+                    if not self._process_until_committed(records):
+                        break  # stopped while retrying: offsets stay where they were
                     self._store_offsets(consumer, records)
                 self._report_lag(consumer)
         finally:
             self.running = False
             consumer.close()  # commits the offsets stored so far
 
-    _stopped_mid_retry = False
-
     def _next_batch(self, consumer: Consumer) -> list[Message]:
         # consume(n, timeout) waits the whole timeout unless n records arrive: a latency floor on
         # every hop under light load. Wait for one record, then take whatever else is already here;
         # under heavy load the local queue fills while a batch is handled, so batches stay large.
-        first = consumer.consume(1, max(self.batch_timeout_s, 0.5))
+        first = consumer.consume(1, self.batch_timeout_s)
         if not first:
             return []
         return first + consumer.consume(self.batch_size - 1, 0) if self.batch_size > 1 else first
 
-    def _process_until_committed(self, records: list[Message]) -> None:
+    def _process_until_committed(self, records: list[Message]) -> bool:
+        """True once the batch committed; False if told to stop while retrying a transient fault."""
         for m in records:
             metrics.CONSUMED.labels(self.service, m.topic()).inc()
         metrics.BATCH_SIZE.labels(self.service).observe(len(records))
@@ -240,15 +238,14 @@ class ConsumerLoop:
                 self.processor.process(records)
                 metrics.HANDLING_SECONDS.labels(self.service).observe(time.perf_counter() - started)
                 crash_point("after_db_commit")
-                return
+                return True
             except TRANSIENT as exc:
                 # Never skip, never dead-letter: wait and try the same batch again.
                 metrics.RETRIES.labels(self.service, "batch").inc()
                 log.warning("%s: transient fault, retrying batch of %d in %.1fs: %s",
                             self.service, len(records), delay, exc)
                 if self.stop_event.wait(delay):
-                    self._stopped_mid_retry = True  # offsets stay where they were
-                    return
+                    return False
                 delay = min(delay * 2, self.backoff_max_s)
 
     def _store_offsets(self, consumer: Consumer, records: list[Message]) -> None:
