@@ -17,8 +17,8 @@ class Interval(Frozen):
         description="days, weeks or months (a month keeps the day of month, clamped to the month's end)")
 
 
-class StandingOrderRequested(Event):
-    """A customer asked for a standing order at checkout; the scheduler creates it."""
+class _StandingOrderTerms(Event):
+    """What a standing order is: shared by the request and every change (not a topic itself)."""
     key_field = "standing_order_id"
     standing_order_id: str = Field(description="standing order id; the Kafka key")
     customer_id: str = Field(description="customer (organisation) id")
@@ -34,30 +34,20 @@ class StandingOrderRequested(Event):
         default=None, description="last date an occurrence may fall on (inclusive); null for no end date")
     max_occurrences: int | None = Field(
         description="number of occurrences after which it ends; null for no limit", default=None, ge=1)
+
+
+class StandingOrderRequested(_StandingOrderTerms):
+    """A customer asked for a standing order at checkout; the scheduler creates it."""
     requested_at: UtcDateTime
 
 
-class StandingOrderChanged(Event):
+class StandingOrderChanged(_StandingOrderTerms):
     """A standing order was created or changed (paused, resumed, skip, quantities, delivery, cancelled),
     or ended by itself (its last occurrence was due: end date or number of occurrences reached)."""
-    key_field = "standing_order_id"
-    standing_order_id: str = Field(description="standing order id; the Kafka key")
-    customer_id: str = Field(description="customer (organisation) id")
     change: Literal["created", "paused", "resumed", "skipped", "lines_changed", "delivery_changed", "cancelled",
                     "ended"] = Field(description="what this change did")
     status: Literal["active", "paused", "cancelled", "ended"] = Field(
         description="state after this change; ended means no occurrence is left")
-    lines: list[StandingLine] = Field(description="SKU and quantity each occurrence orders (priced when it is placed)")
-    delivery: Delivery = Field(description="where each occurrence is delivered")
-    payment: Payment = Field(description="how each occurrence is paid")
-    language: Language = Field(default="en", description="customer's language for emails")
-    interval: Interval = Field(description="how often it repeats")
-    start_date: date = Field(description="date of the first occurrence, in the customer's time zone")
-    time_zone: str = Field(description="IANA time zone of the customer, e.g. Europe/Warsaw")
-    end_date: date | None = Field(
-        default=None, description="last date an occurrence may fall on (inclusive); null for no end date")
-    max_occurrences: int | None = Field(
-        description="number of occurrences after which it ends; null for no limit", default=None, ge=1)
     skip_occurrences: list[int] = Field(default_factory=list, description="occurrence numbers to skip")
     changed_by: str = Field(default="customer", description="customer or salesperson id")
     changed_at: UtcDateTime

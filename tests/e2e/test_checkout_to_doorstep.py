@@ -15,6 +15,7 @@ from runtime.embedded import read_mail
 from schemas import OrderPlaced, OrderShipped
 from services.payments.simulated_gateway import SimulatedGateway, state_path
 from tests.conftest import wait_until
+from tests.e2e.conftest import delivery, open_account
 
 pytestmark = pytest.mark.integration
 SERVICES = ("cart", "payments", "orders", "notifications")
@@ -26,18 +27,6 @@ def shop(harness):
     with harness.client("cart", "operator", "e2e-operator") as ops:
         seed_catalog(ops)
     return harness
-
-
-def delivery(email: str) -> dict:
-    return {"recipient": "Goods in", "address_lines": ["Industrial zone 4"], "city": "Split",
-            "postal_code": "21000", "country": "HR", "phone": "+385 21 555 0100", "email": email}
-
-
-def open_account(shop, customer: str, limit: str) -> None:
-    with shop.client("payments", "operator", "e2e-operator") as ops:
-        r = ops.put(f"/accounts/{customer}", json={"credit_limit": limit, "currency": "EUR",
-                                                  "payment_terms_days": 30, "status": "active"})
-        assert r.status_code in (200, 201), r.text
 
 
 def checkout(shop, customer: str, payment: dict, email: str, language: str = "en",
@@ -126,19 +115,10 @@ def test_a_retried_checkout_places_one_order(shop, stack, unique):
             "language": "en"}
     again = c.post(f"/carts/{cart}/checkout", json=body, headers={"Idempotency-Key": key})
     assert (again.status_code, again.json()["order_id"]) == (202, first.json()["order_id"])
-    wait_until(lambda: len(mail_to(shop_stack(shop), f"r-{unique}@example.hr")) == 1, timeout=60,
+    wait_until(lambda: len(mail_to(stack, f"r-{unique}@example.hr")) == 1, timeout=60,
                message="one confirmation email")
     with shop.client("orders", "customer", f"retry-{unique}") as me:
         assert len(me.get(f"/customers/retry-{unique}/orders").json()) == 1
-
-
-def shop_stack(shop):
-    return shop._stack
-
-
-@pytest.fixture(autouse=True)
-def _stack_on_shop(shop, stack):
-    shop._stack = stack
 
 
 def test_upstream_orders_duplicates_and_wrong_totals(shop, stack, bus, unique):

@@ -11,6 +11,11 @@ import pytest
 from demo.seed import seed_catalog
 from runtime.embedded import read_mail
 from tests.conftest import wait_until
+from tests.e2e.conftest import delivery as base_delivery, open_account
+
+
+def delivery(email: str) -> dict:
+    return base_delivery(email, city="Wrocław", country="PL", postal_code="50-001")
 
 pytestmark = pytest.mark.integration
 ALL = ("cart", "payments", "orders", "notifications", "scheduler", "crm")
@@ -23,18 +28,6 @@ def system(harness):
     with harness.client("cart", "operator", "e2e-operator") as ops:
         seed_catalog(ops)
     return harness
-
-
-def delivery(email: str) -> dict:
-    return {"recipient": "Magazyn", "address_lines": ["ul. Fabryczna 1"], "city": "Wrocław", "postal_code": "50-001",
-            "country": "PL", "phone": "+48 71 555 0100", "email": email}
-
-
-def open_account(system, customer: str) -> None:
-    with system.client("payments", "operator", "e2e-operator") as ops:
-        r = ops.put(f"/accounts/{customer}", json={"credit_limit": "100000.00", "currency": "EUR",
-                                                  "payment_terms_days": 30, "status": "active"})
-        assert r.status_code in (200, 201), r.text
 
 
 def standing_order(system, customer: str, email: str) -> str:
@@ -59,7 +52,7 @@ def test_standing_order_places_each_occurrence_once_until_cancelled(system, stac
     customer, control = f"wroclaw-{unique}", f"control-{unique}"
     email = f"zakupy-{unique}@example.pl"
     for c in (customer, control):
-        open_account(system, c)
+        open_account(system, c, "100000.00")
     so = standing_order(system, customer, email)
     scheduler = system.client("scheduler", "customer", customer)
     wait_until(lambda: scheduler.get(f"/standing-orders/{so}").status_code == 200, timeout=60,
