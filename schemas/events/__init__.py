@@ -1,0 +1,1 @@
+"""One module per domain; `schemas` re-exports every event."""
