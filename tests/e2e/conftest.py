@@ -13,3 +13,13 @@ def open_account(harness, customer: str, limit: str) -> None:
         r = ops.put(f"/accounts/{customer}", json={"credit_limit": limit, "currency": "EUR",
                                                   "payment_terms_days": 30, "status": "active"})
         assert r.status_code in (200, 201), r.text
+
+
+def running_shop(harness, *services: str):
+    """Start these services (once per session) with the demo catalog seeded by an operator."""
+    from demo.seed import seed_catalog
+
+    harness.start(*services)
+    with harness.client("cart", "operator", "e2e-operator") as ops:
+        seed_catalog(ops)  # idempotent: a second seeding changes nothing
+    return harness

@@ -9,13 +9,12 @@ from decimal import Decimal
 
 import pytest
 
-from demo.seed import seed_catalog
 from runtime.config import settings
 from runtime.embedded import read_mail
 from schemas import OrderPlaced, OrderShipped
 from services.payments.simulated_gateway import SimulatedGateway, state_path
 from tests.conftest import wait_until
-from tests.e2e.conftest import delivery, open_account
+from tests.e2e.conftest import running_shop, delivery, open_account
 
 pytestmark = pytest.mark.integration
 SERVICES = ("cart", "payments", "orders", "notifications")
@@ -23,10 +22,7 @@ SERVICES = ("cart", "payments", "orders", "notifications")
 
 @pytest.fixture(scope="module")
 def shop(harness):
-    harness.start(*SERVICES)
-    with harness.client("cart", "operator", "e2e-operator") as ops:
-        seed_catalog(ops)
-    return harness
+    return running_shop(harness, *SERVICES)
 
 
 def checkout(shop, customer: str, payment: dict, email: str, language: str = "en",

@@ -8,10 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from demo.seed import seed_catalog
 from runtime.embedded import read_mail
 from tests.conftest import wait_until
-from tests.e2e.conftest import delivery as base_delivery, open_account
+from tests.e2e.conftest import running_shop, delivery as base_delivery, open_account
 
 
 def delivery(email: str) -> dict:
@@ -24,10 +23,7 @@ TZ = "Europe/Warsaw"
 
 @pytest.fixture(scope="module")
 def system(harness):
-    harness.start(*ALL)
-    with harness.client("cart", "operator", "e2e-operator") as ops:
-        seed_catalog(ops)
-    return harness
+    return running_shop(harness, *ALL)
 
 
 def standing_order(system, customer: str, email: str) -> str:
