@@ -123,6 +123,9 @@ class Tapped:
                 "headers": self.headers, "event": self.event() or (self.value or b"").decode(errors="replace")}
 
 
+END_SETTLE_S = 0.5
+
+
 def tap(kafka_conf: dict, topics: list[str], *, from_beginning: bool = True, follow: bool = True,
         idle_exit_s: float = 2.0, keys: set[str] | None = None, types: set[str] | None = None,
         since: datetime | None = None, until: datetime | None = None,
@@ -139,9 +142,11 @@ def tap(kafka_conf: dict, topics: list[str], *, from_beginning: bool = True, fol
         parts = [TopicPartition(t, p, start) for t in topics if t in meta.topics for p in meta.topics[t].partitions]
         at_end: set[tuple[str, int]] = set()
         consumer.assign(parts)
-        idle_since = time.monotonic()
+        idle_since = last_record = time.monotonic()
         while True:
-            if not follow and len(at_end) == len(parts):
+            # Tansu can report a partition's end before the last records of a batch, so "every
+            # partition at its end" only counts once nothing more has arrived for a moment.
+            if not follow and len(at_end) == len(parts) and time.monotonic() - last_record >= END_SETTLE_S:
                 return
             msg = consumer.poll(0.2)
             if msg is None or msg.error():
@@ -151,7 +156,7 @@ def tap(kafka_conf: dict, topics: list[str], *, from_beginning: bool = True, fol
                 elif not follow and time.monotonic() - idle_since > idle_exit_s:
                     return
                 continue
-            idle_since = time.monotonic()
+            idle_since = last_record = time.monotonic()
             at_end.discard((msg.topic(), msg.partition()))
             headers = {k: (v.decode(errors="replace") if v else "") for k, v in (msg.headers() or [])}
             rec = Tapped(msg.topic(), msg.partition(), msg.offset(),
