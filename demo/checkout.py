@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from demo.context import DemoContext
+from demo.money import pay_open_invoices
 from demo.seed import seed_catalog
 from schemas import OrderPlaced, envelope, to_record
 
@@ -128,6 +129,9 @@ def run(ctx: DemoContext) -> None:
         report_order(ctx, label, cid, order_id, expected, records, mail)
     totals(ctx, placed, records, mail)
     show_tap(ctx, placed[0][2])
+    ctx.console.print("\n[bold]month end[/bold]: the customers on account pay their invoices")
+    for cid in sorted({cid for _, cid, _, _ in placed if CUSTOMERS.get(cid, {}).get("limit")}):
+        pay_open_invoices(ctx, cid)
 
 
 def show_tap(ctx: DemoContext, order_id: str) -> None:

@@ -44,7 +44,8 @@ class DemoContext:
         for rec in tap(self.cfg.kafka_common(), topics, follow=False, idle_exit_s=1.0):
             ev = rec.event()
             if ev is not None:
-                out.append({**ev, "_topic": rec.topic, "_key": rec.key, "_headers": rec.headers})
+                out.append({**ev, "_topic": rec.topic, "_key": rec.key, "_headers": rec.headers,
+                            "_timestamp_ms": rec.timestamp_ms})
         return out
 
     def wait_for(self, predicate, timeout: float = 60.0, what: str = "") -> bool:

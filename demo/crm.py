@@ -28,9 +28,9 @@ ZAGREB = ZoneInfo(ANA["time_zone"])
 PROFILE = {
     "name": "Adriatic Hotels d.o.o.", "segment": "hospitality", "language": "hr", "time_zone": "Europe/Zagreb",
     "salesperson": ANA,
+    "primary_contact": {"name": "Ivana Horvat", "role": "head of purchasing",
+                        "email": "ivana.horvat@adriatic-hotels.example", "phone": "+385 21 555 0101"},
     "contacts": [
-        {"name": "Ivana Horvat", "role": "head of purchasing", "email": "ivana.horvat@adriatic-hotels.example",
-         "phone": "+385 21 555 0101", "primary": True},
         {"name": "Marko Babić", "role": "facilities manager", "email": "marko.babic@adriatic-hotels.example",
          "phone": "+385 21 555 0102"},
     ],
@@ -89,7 +89,7 @@ def run(ctx: DemoContext) -> None:
                       "and ships them")
 
     def tasks(due: str = "all") -> list[dict]:
-        return ana.get("/me/tasks", params={"due": due}).json()["tasks"]
+        return ana.get("/me/tasks", params={"due": due, "limit": 200}).json()["items"]
 
     def of_kind(kind: str) -> list[dict]:
         return [t for t in tasks() if t["customer_id"] == CUSTOMER and t["kind"] == kind]
@@ -124,14 +124,14 @@ def run(ctx: DemoContext) -> None:
     ctx.check(not any(done["title"] in subject(m) for m in mails), "no reminder for the completed task")
     today = ana.get("/me/tasks", params={"due": "today"}).json()
     ctx.console.print(f"due today for Ana ({today['today']}, {today['time_zone']}): "
-                      + (", ".join(t["title"] for t in today["tasks"]) or "nothing"))
+                      + (", ".join(t["title"] for t in today["items"]) or "nothing"))
 
     show_timeline(ctx, ana)
 
 
 def lead_hours() -> float:
-    from services.crm.tasks import Policy
-    return Policy.from_env().reminder_lead.total_seconds() / 3600
+    from runtime.config import Settings
+    return Settings().crm_reminder_lead_hours
 
 
 def log_contacts(ctx: DemoContext, ana) -> None:
@@ -169,7 +169,7 @@ def show_profile(ctx: DemoContext, p: dict) -> None:
     acct = p.get("supplier_account")
     if acct:
         ctx.console.print(f"  supplier account: {acct['status']}, limit {acct['credit_limit']} {acct['currency']}, "
-                          f"net {acct['payment_terms_days']}")
+                          f"net {acct['payment_terms_days']}, open balance {acct['open_balance']}")
     ctx.check(len(p["contacts"]) == 2, "the profile has two key contacts")
 
 
@@ -184,9 +184,9 @@ def show_tasks(ctx: DemoContext, title: str, rows: list[dict]) -> None:
 
 def show_timeline(ctx: DemoContext, ana) -> None:
     def page() -> dict:
-        return ana.get(f"/customers/{CUSTOMER}/timeline", params={"page_size": 40, "order": "oldest"}).json()
+        return ana.get(f"/customers/{CUSTOMER}/timeline", params={"limit": 40, "order": "oldest"}).json()
 
-    ctx.wait_for(lambda: {"contact", "email", "order"} <= {e["kind"] for e in page()["entries"]}, 60,
+    ctx.wait_for(lambda: {"contact", "email", "order"} <= {e["kind"] for e in page()["items"]}, 60,
                  "contacts, emails and order milestones on the timeline")
     tl = page()
     table = Table(title=f"Timeline of {PROFILE['name']} ({tl['total']} entries, oldest first)", header_style="dim",
@@ -194,12 +194,12 @@ def show_timeline(ctx: DemoContext, ana) -> None:
     for col in ("Zagreb time", "kind", "what", "summary"):
         table.add_column(col, no_wrap=True)
     room = max(30, ctx.console.width - 42)
-    for e in tl["entries"]:
+    for e in tl["items"]:
         upstream = e["kind"] == "contact" and e["source"] != "crm"
         summary = (f"[{e['source']}] " if upstream else "") + e["summary"]
         table.add_row(local(e["occurred_at"]), e["kind"], clip(e["subtype"], 14), Text(clip(summary, room)))
     ctx.console.print(table)
-    times = [e["occurred_at"] for e in tl["entries"]]
+    times = [e["occurred_at"] for e in tl["items"]]
     ctx.check(times == sorted(times, key=datetime.fromisoformat), "the timeline is in time order")
-    contacts = [e for e in tl["entries"] if e["kind"] == "contact"]
+    contacts = [e for e in tl["items"] if e["kind"] == "contact"]
     ctx.check(len(contacts) == 5, f"five contacts on the timeline, our own calls not doubled (saw {len(contacts)})")

@@ -14,7 +14,7 @@ from runtime.embedded import EmbeddedStack
 from runtime.supervisor import Supervisor
 
 # Each flow is a module with `run(ctx: DemoContext) -> None`; they run in this order.
-FLOWS = ["demo.checkout", "demo.standing_orders", "demo.crm", "demo.analytics"]
+FLOWS = ["demo.checkout", "demo.standing_orders", "demo.crm", "demo.analytics", "demo.account_month", "demo.web"]
 
 
 def wait_ready(ctx: DemoContext, timeout: float = 90) -> None:
@@ -48,9 +48,13 @@ def run_demo(data_dir: Path, console: Console) -> bool:
     try:
         console.print(f"embedded stack: Tansu broker {stack.broker.bootstrap}, PostgreSQL 18 ({stack.data_dir / 'pg'}), "
                       f"SMTP 127.0.0.1:{stack.mail.port}")
+        console.print("simulated distribution centre: on (ships each confirmed order after 1.5s; "
+                      "`salesbus up` has it off: the warehouse ships)")
         sup.start()
         wait_ready(ctx)
         console.print(f"services up: {', '.join(sup.children)} (each its own process, database and consumer group)")
+        if "web" in sup.children:
+            console.print(f"web pages: http://127.0.0.1:{sup.port('web')}/ (sign-in links go to {stack.mail.maildir})")
         for flow in FLOWS:
             try:
                 module = importlib.import_module(flow)

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from demo.context import DemoContext
+from demo.money import pay_open_invoices
 from demo.seed import seed_catalog
 from services.scheduler.recurrence import Recurrence
 
@@ -72,6 +73,7 @@ def run(ctx: DemoContext) -> None:
         ctx.console.print(f"  {schedule.occurrence_date(n)}  occurrence {n}: order {order.get('order_id', '—')} "
                           f"{order.get('confirmation_number') or ''} {order.get('status', 'missing')}"
                           + ("" if ok else " [red](incomplete)[/red]"))
+        pay_open_invoices(ctx, CUSTOMER, indent="               ")
 
     # Pause over occurrence 7, resume, skip 8, cancel before 9.
     paused = sched.post(f"/standing-orders/{so_id}/pause")
@@ -100,8 +102,8 @@ def run(ctx: DemoContext) -> None:
 
 
 def place_standing_order(ctx: DemoContext, start) -> str | None:
-    """At the cart's checkout with a recurrence; the scheduler's own API if the cart refuses."""
-    recurrence = {"every": 2, "unit": "months", "start_date": start.isoformat(), "time_zone": TZ}
+    """At the cart's checkout as a standing order; the scheduler's own API if the cart refuses."""
+    terms = {"interval": {"every": 2, "unit": "months"}, "start_date": start.isoformat(), "time_zone": TZ}
     with ctx.client("cart", "customer", CUSTOMER) as shop:
         cart = shop.post("/carts")
         if cart.status_code in (200, 201):
@@ -109,11 +111,11 @@ def place_standing_order(ctx: DemoContext, start) -> str | None:
             shop.put(f"/carts/{cart_id}/lines/{SKU}", json={"quantity": QUANTITY})
             r = shop.post(f"/carts/{cart_id}/checkout", headers={"Idempotency-Key": str(uuid.uuid4())},
                           json={"delivery": DELIVERY, "payment": {"mode": "account"}, "language": "pl",
-                                "recurrence": recurrence})
+                                "standing_order": terms})
             if r.status_code == 202 and r.json().get("standing_order_id"):
-                ctx.console.print(f"checkout with a recurrence at the cart: 202 {r.json()}")
+                ctx.console.print(f"checkout as a standing order at the cart: 202 {r.json()}")
                 return r.json()["standing_order_id"]
-            ctx.console.print(f"[yellow]cart checkout with a recurrence answered {r.status_code} "
+            ctx.console.print(f"[yellow]cart checkout as a standing order answered {r.status_code} "
                               f"{escape(r.text[:200])}; using the scheduler's API[/yellow]")
     with ctx.client("scheduler", "customer", CUSTOMER) as sched:
         r = sched.post("/standing-orders", headers={"Idempotency-Key": str(uuid.uuid4())},
@@ -149,11 +151,16 @@ def advance_to(ctx: DemoContext, instant: datetime) -> None:
 
 def standing_orders(ctx: DemoContext, so_id: str) -> dict[int, dict]:
     """The orders placed for this standing order, by occurrence (from the orders service)."""
+    found: list[dict] = []
     with ctx.client("orders", "operator", "demo-operator") as api:
-        r = api.get(f"/customers/{CUSTOMER}/orders", params={"limit": 500})
-    if r.status_code != 200:
-        return {}
-    return {o["occurrence"]: o for o in r.json() if o.get("standing_order_id") == so_id}
+        url: str | None = f"/customers/{CUSTOMER}/orders?limit=200"
+        while url:  # every page (docs/api.md): follow `next`
+            r = api.get(url)
+            if r.status_code != 200:
+                return {}
+            found += r.json()["items"]
+            url = r.json()["next"]
+    return {o["occurrence"]: o for o in found if o.get("standing_order_id") == so_id}
 
 
 def occurrence_order(ctx: DemoContext, so_id: str, n: int) -> dict:

@@ -2,7 +2,7 @@
 clock so a year of standing orders runs in seconds.
 
 Services run as separate processes, so the controllable clock lives in a small file
-(SALESBUS_CLOCK_FILE) holding the current instant; whoever drives the demo moves it forward.
+(Settings.clock_file, SALESBUS_CLOCK_FILE) holding the current instant; whoever drives the demo moves it forward.
 """
 from __future__ import annotations
 
@@ -75,6 +75,11 @@ class FileClock:
         os.replace(tmp, self.path)  # atomic: readers never see half a file
 
 
+def clock_from_settings(cfg) -> Clock:
+    return FileClock(Path(cfg.clock_file)) if cfg.clock_file else WallClock()
+
+
 def clock_from_env() -> Clock:
-    path = os.environ.get("SALESBUS_CLOCK_FILE")
-    return FileClock(Path(path)) if path else WallClock()
+    """The clock this process's environment names (for entry points without a Settings at hand)."""
+    from runtime.config import Settings
+    return clock_from_settings(Settings())

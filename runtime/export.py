@@ -14,6 +14,13 @@ decimals and times as text, and a sidecar ``<file>.schema.json`` (Frictionless T
 says each column's type: ``read_csv`` uses it to give the same dtypes as Parquet.
 Records that do not parse as their topic's event are skipped and counted (<topic>.DLQ has them).
 The whole export is held in memory until it is written.
+
+What analysts' files leave out: card tokens, always (a gateway token can be charged again: it is
+no business figure); personal contact data (CONTACT_FIELDS: delivery recipient, address lines,
+postal code, phone and e-mail, contact and customer names, e-mail addresses, conversation notes)
+unless asked for (`include_contact_data`, `salesbus export --include-contact-data`). City and
+country stay: sales by region need them. What was left out is said in the summary line, in each
+CSV/JSONL sidecar and in the Parquet schema's metadata (`salesbus.left_out`).
 """
 from __future__ import annotations
 
@@ -92,19 +99,42 @@ def columns_of(model: type[BaseModel], prefix: str = "", nullable: bool = False)
     return cols
 
 
+#: never exported (matched on a column's last part): a card token can be charged again
+SECRET_FIELDS = frozenset({"card_token"})
+#: personal contact data, exported only when asked for (matched on a column's path without its
+#: first parts: `delivery.email` is OrderPlaced's, StandingOrderRequested's, ...)
+CONTACT_FIELDS = frozenset({
+    "delivery.recipient", "delivery.address_lines", "delivery.postal_code", "delivery.phone", "delivery.email",
+    "contact_name", "customer_name", "recipient", "billing_email", "salesperson_email", "summary"})
+
+
+def left_out(column: str, include_contact_data: bool = False) -> str | None:
+    """Why a column is not exported ("card token", "contact data"), or None when it is."""
+    parts = column.split(".")
+    if parts[-1] in SECRET_FIELDS:
+        return "card token"
+    if not include_contact_data and any(".".join(parts[i:]) in CONTACT_FIELDS for i in range(len(parts))):
+        return "contact data"
+    return None
+
+
 ENVELOPE = [Column("event_id", "string"), Column("event_time", "timestamp"), Column("event_source", "string"),
             Column("event_key", "string", nullable=True)]
 
 
-def tables_for(event_type: str) -> list[Table]:
-    """The main table of an event type, then one child table per list-of-objects field."""
+def tables_for(event_type: str, include_contact_data: bool = False) -> list[Table]:
+    """The main table of an event type, then one child table per list-of-objects field; without
+    the columns `left_out` names."""
     model = REGISTRY[event_type]
-    out = [Table(event_type, ENVELOPE + columns_of(model))]
+
+    def kept(cols: list[Column]) -> list[Column]:
+        return [c for c in cols if left_out(c.name, include_contact_data) is None]
+    out = [Table(event_type, ENVELOPE + kept(columns_of(model)))]
     for name, info in model.model_fields.items():
         element = _element_model(_unwrap(info.annotation)[0])
         if element is not None:
             out.append(Table(f"{event_type}.{name}", [Column("event_id", "string"), Column("event_key", "string", True),
-                                                      Column("index", "int")] + columns_of(element)))
+                                                      Column("index", "int")] + kept(columns_of(element))))
     for table in out:
         names = [c.name for c in table.columns]
         if len(set(names)) != len(names):
@@ -180,12 +210,14 @@ def _text(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
 
-def write_table(table: Table, path: Path, fmt: str) -> None:
+def write_table(table: Table, path: Path, fmt: str, note: str | None = None) -> None:
+    """note: what the file leaves out (kept with it: Parquet metadata, the sidecar's description)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
-        schema = pa.schema([pa.field(c.name, _arrow_type(table, c), nullable=True) for c in table.columns])
+        schema = pa.schema([pa.field(c.name, _arrow_type(table, c), nullable=True) for c in table.columns],
+                           metadata={"salesbus.left_out": note} if note else None)
         pq.write_table(pa.Table.from_pandas(to_frame(table), schema=schema, preserve_index=False), path)
         return
     if fmt == "csv":
@@ -199,7 +231,7 @@ def write_table(table: Table, path: Path, fmt: str) -> None:
         with path.open("w", encoding="utf-8") as f:
             for row in table.rows:
                 f.write(json.dumps({c.name: _text(row[c.name]) for c in table.columns}) + "\n")
-    sidecar = {"name": table.name, "fields": [
+    sidecar = {"name": table.name, **({"description": note} if note else {}), "fields": [
         {"name": c.name, "type": _TABLE_SCHEMA_TYPE[c.kind], **({"format": "json"} if c.kind == "json" else {}),
          **({"scale": _scale(table, c)} if c.kind == "decimal" else {}), "required": not c.nullable}
         for c in table.columns]}
@@ -240,17 +272,47 @@ def file_for(out: Path, table_name: str, several_types: bool) -> Path:
 class ExportResult:
     files: dict[Path, int] = field(default_factory=dict)  # path -> rows
     skipped: int = 0
+    left_out: dict[str, list[str]] = field(default_factory=dict)  # why -> columns (table.column)
+    include_contact_data: bool = False
+
+    def privacy_line(self) -> str:
+        """What the files leave out, in one line (printed by `salesbus export`)."""
+        cards = "card tokens left out (always)"
+        if self.include_contact_data:
+            return f"{cards}; personal contact data INCLUDED (--include-contact-data): handle these files as personal data"
+        contact = sorted({c.split(".", 1)[1] for c in self.left_out.get("contact data", [])})
+        what = f" ({', '.join(contact)})" if contact else ""
+        return f"{cards}; personal contact data left out{what}: --include-contact-data exports it"
 
 
-def export(records: Iterable, topics: list[str], out: Path, fmt: str, on_record=None) -> ExportResult:
-    """Turn tapped records of ``topics`` into files (see module docstring); returns what was written."""
+def left_out_of(topics: list[str], include_contact_data: bool) -> dict[str, list[str]]:
+    """why -> the table.column names the export of these topics leaves out."""
+    found: dict[str, list[str]] = {}
+    for etype in dict.fromkeys(topics):
+        for table in tables_for(etype, include_contact_data=True):
+            for col in table.columns:
+                why = left_out(col.name, include_contact_data)
+                if why:
+                    found.setdefault(why, []).append(f"{table.name}.{col.name}")
+    # card tokens are in no table even with contact data: name them from the models
+    for etype in dict.fromkeys(topics):
+        for col in columns_of(REGISTRY[etype]):
+            if col.name.split(".")[-1] in SECRET_FIELDS:
+                found.setdefault("card token", []).append(f"{etype}.{col.name}")
+    return found
+
+
+def export(records: Iterable, topics: list[str], out: Path, fmt: str, on_record=None,
+           include_contact_data: bool = False) -> ExportResult:
+    """Turn tapped records of ``topics`` into files (see module docstring); returns what was written.
+    Card tokens are never written; personal contact data only with ``include_contact_data``."""
     unknown = [t for t in topics if t not in REGISTRY]
     if unknown:
         raise ValueError(f"not event topics: {', '.join(unknown)} (known: {', '.join(REGISTRY)})")
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}")
-    tables = {t: tables_for(t) for t in dict.fromkeys(topics)}
-    result = ExportResult()
+    tables = {t: tables_for(t, include_contact_data) for t in dict.fromkeys(topics)}
+    result = ExportResult(left_out=left_out_of(topics, include_contact_data), include_contact_data=include_contact_data)
     for rec in records:
         if on_record:
             on_record(rec)
@@ -265,7 +327,7 @@ def export(records: Iterable, topics: list[str], out: Path, fmt: str, on_record=
     for etype, group in tables.items():
         for table in group:
             path = file_for(Path(out), table.name, len(tables) > 1)
-            write_table(table, path, fmt)
+            write_table(table, path, fmt, note=result.privacy_line())
             result.files[path] = len(table.rows)
     return result
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from runtime.containment import storable
 from schemas.envelope import CloudEvent, to_record
 
 
@@ -26,12 +27,14 @@ def event_row(ce: CloudEvent, traceparent: str | None = None) -> OutboxRow:
 def write_outbox(conn: psycopg.Connection, rows: list[OutboxRow]) -> None:
     if not rows:
         return
-    # One statement for the whole batch: per-row INSERTs were the bottleneck.
+    # One statement for the whole batch: per-row INSERTs were the bottleneck. Keys and headers are
+    # made storable: an event keyed by an upstream id with a NUL must not fail the whole batch.
     conn.execute(
         """INSERT INTO outbox (event_id, topic, key, value, headers)
            SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::jsonb[])
            ON CONFLICT (event_id, topic) DO NOTHING""",
-        ([r.event_id for r in rows], [r.topic for r in rows], [r.key for r in rows],
-         [r.value for r in rows], [json.dumps(r.headers) for r in rows]),
+        ([r.event_id for r in rows], [r.topic for r in rows], [storable(r.key, 1000) for r in rows],
+         [r.value for r in rows], [json.dumps({storable(k, 200): storable(v, 4096) for k, v in r.headers.items()})
+                                   for r in rows]),
     )
     conn.execute("NOTIFY outbox")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.config import SERVICES
-from runtime.embedded import EmbeddedStack, free_port
+from runtime.embedded import EmbeddedStack, _die_with_parent, free_port
 
 log = logging.getLogger(__name__)
 # analytics is a faust app, not a runtime service: it has its own entry point
@@ -30,21 +31,29 @@ class Child:
 
     def start(self) -> None:
         logf = open(self.log_path, "ab")
+        # A child gets SIGTERM when the supervisor dies, however it dies (kill -9 included), and
+        # stops as it would on `salesbus up`'s own SIGTERM: nothing runs on as an orphan. Analytics
+        # gets SIGKILL: faust ignores SIGTERM while it rebuilds its tables (seen: orphans left
+        # running for minutes), and a kill is safe for it (a replay changes no table: first fact wins).
+        death = signal.SIGKILL if self.name == "analytics" else signal.SIGTERM
         self.proc = subprocess.Popen(COMMANDS.get(self.name, [sys.executable, "-m", "runtime.cli", "run", self.name]),
-                                     env=self.env, stdout=logf, stderr=subprocess.STDOUT)
+                                     env=self.env, stdout=logf, stderr=subprocess.STDOUT,
+                                     preexec_fn=lambda: _die_with_parent(death))
+        logf.close()
         self.started_at = time.monotonic()
 
 
 class Supervisor:
     def __init__(self, stack: EmbeddedStack, services: tuple[str, ...] = SERVICES,
-                 extra_env: dict[str, str] | None = None, report=print):
+                 extra_env: dict[str, str] | None = None, report=print, ports: dict[str, int] | None = None):
+        """ports: fixed addresses (runtime.ports keys such as "cart.http"); free ports when None."""
         self.stack, self.report = stack, report
         self.children: dict[str, Child] = {}
         base = {**os.environ, **stack.env(), **(extra_env or {})}
         for name in services:
-            ports = {"http": free_port(), "metrics": free_port()}
-            env = {**base, "SALESBUS_HTTP_PORT": str(ports["http"]), "SALESBUS_METRICS_PORT": str(ports["metrics"])}
-            self.children[name] = Child(name, env, stack.data_dir / "logs" / f"{name}.log", ports=ports)
+            own = {kind: ports[f"{name}.{kind}"] if ports else free_port() for kind in ("http", "metrics")}
+            env = {**base, "SALESBUS_HTTP_PORT": str(own["http"]), "SALESBUS_METRICS_PORT": str(own["metrics"])}
+            self.children[name] = Child(name, env, stack.data_dir / "logs" / f"{name}.log", ports=own)
 
     def start(self) -> None:
         for child in self.children.values():
@@ -66,11 +75,13 @@ class Supervisor:
                 time.sleep(min(5, child.restarts))
             child.start()
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM to every child at once, SIGKILL to any still running after grace_s: a service
+        that has not finished its batch by then abandons it uncommitted (redelivered at next start)."""
         for child in self.children.values():
             if child.proc and child.proc.poll() is None:
                 child.proc.terminate()
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + grace_s
         for child in self.children.values():
             if child.proc:
                 try:

@@ -39,6 +39,18 @@ class UnitOfWork:
         self.emitted.append(event_row(ce, self._child_traceparent()))
         return ce
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A savepoint that, when it rolls back, also forgets the events emitted inside it (one
+        row a worker sets aside must not take the batch's other rows, or emit for itself)."""
+        mark = len(self.emitted)
+        try:
+            with self.conn.transaction():
+                yield
+        except BaseException:
+            del self.emitted[mark:]
+            raise
+
     def _child_traceparent(self) -> str | None:
         # Same trace as the cause, a new span id: analysts can follow one order end to end.
         if not self._traceparent:

@@ -9,7 +9,8 @@ from schemas.events.crm import ContactLogged, ReminderDue, TaskChanged
 from schemas.events.notifications import NotificationSent
 from schemas.events.orders import (OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipped,
                                    PaymentDeclined, PaymentVerified)
-from schemas.events.payments import SupplierAccountChanged
+from schemas.events.payments import (CreditNoteIssued, InvoiceIssued, InvoiceOverdue, OrderRefunded,
+                                     PaymentReceived, SupplierAccountChanged)
 from schemas.events.scheduling import (RecurringOrderDue, StandingOrderChanged,
                                        StandingOrderOccurrenceFailed, StandingOrderRequested,
                                        TimerCancelled, TimerFired,
@@ -22,6 +23,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     ContactLogged, TaskChanged, ReminderDue,
     StandingOrderRequested, StandingOrderChanged, RecurringOrderDue, StandingOrderOccurrenceFailed,
     TimerRequested, TimerCancelled, TimerFired,
+    InvoiceIssued, PaymentReceived, CreditNoteIssued, OrderRefunded, InvoiceOverdue,
 )
 #: event type (= topic name) -> model
 REGISTRY: dict[str, type[Event]] = {e.event_type(): e for e in ALL_EVENTS}

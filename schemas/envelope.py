@@ -113,14 +113,20 @@ def to_record(ce: CloudEvent, traceparent: str | None = None) -> tuple[str, byte
     return ce.subject or ce.id, value, headers
 
 
-def parse_record(value: bytes | None, registry: dict[str, type[Event]]) -> tuple[CloudEvent, Event]:
-    """Envelope and typed payload, or InvalidRecord saying exactly what is wrong."""
+def parse_record(value: bytes | None, registry: dict[str, type[Event]], *,
+                 loaded: Any = None) -> tuple[CloudEvent, Event]:
+    """Envelope and typed payload, or InvalidRecord saying exactly what is wrong.
+
+    `loaded`: the value already parsed as JSON (the consumer parses it once, with its guards)."""
     if value is None:
         raise InvalidRecord("empty record (tombstone) where an event was expected")
-    try:
-        raw = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRecord(f"not JSON: {exc}") from exc
+    if loaded is not None:
+        raw = loaded
+    else:
+        try:
+            raw = json.loads(value)
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
+            raise InvalidRecord(f"not JSON: {type(exc).__name__}") from exc
     event_id = raw.get("id") if isinstance(raw, dict) else None
     try:
         ce = CloudEvent.model_validate(raw)

@@ -1,8 +1,10 @@
 """Generates the public contract files from the models: one JSON Schema per event and the
 AsyncAPI 3 document. `python -m schemas.generate` writes them; `--check` fails when stale.
 
-Consumers are read from the services' handler tables, so the document cannot claim a
-subscription the code does not have.
+Consumers are read from the services' handler tables, each receive operation naming its handler
+as `x-handler: <module>:<function>` (so the function is one look from the topic); producers are
+the services whose code constructs the event, plus the declared upstream systems
+(schemas/catalog.py). The document cannot claim a subscription or a producer the code does not have.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from schemas import ALL_EVENTS, dlq_topic
-from schemas.catalog import ANALYST_CONSUMERS, PRODUCERS
+from schemas.catalog import ANALYST_CONSUMERS, producers
 from schemas.envelope import SCHEMA_BASE, CloudEvent
 
 HERE = Path(__file__).parent
@@ -23,12 +25,17 @@ ASYNCAPI = HERE / "asyncapi.yaml"
 SERVICES = ("cart", "payments", "orders", "notifications", "crm", "scheduler")
 
 
-def consumers() -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
+def handler_name(handler) -> str:
+    return f"{handler.__module__}:{handler.__qualname__}"
+
+
+def consumers() -> dict[str, dict[str, str]]:
+    """topic -> {service: "module:function" of its handler}."""
+    found: dict[str, dict[str, str]] = {}
     for name in SERVICES:
         svc = importlib.import_module(f"services.{name}.service").SERVICE
-        for topic in svc.handlers:
-            found.setdefault(topic, []).append(name)
+        for topic, handler in svc.handlers.items():
+            found.setdefault(topic, {})[name] = handler_name(handler)
     return found
 
 
@@ -37,6 +44,9 @@ def event_schemas() -> dict[str, dict]:
     for model in ALL_EVENTS:
         schema = model.model_json_schema(mode="serialization")
         schema["$id"] = f"{SCHEMA_BASE}{model.event_type()}.schema.json"
+        # pydantic's draft. The schemas keep to keywords draft 7 reads the same way ($defs is found by
+        # JSON pointer), so draft-7 tools such as hypothesis-jsonschema read them as published
+        # (tests/unit/test_contract_fuzz.py checks the keywords and fuzzes both directions)
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["description"] = (model.__doc__ or "").strip()
         out[model.event_type()] = schema
@@ -45,6 +55,7 @@ def event_schemas() -> dict[str, dict]:
 
 def asyncapi(schemas: dict[str, dict]) -> dict:
     subs = consumers()
+    made = producers(SERVICES, {model.__name__: model.event_type() for model in ALL_EVENTS})
     channels, operations, messages = {}, {}, {}
     for model in ALL_EVENTS:
         t = model.event_type()
@@ -54,8 +65,8 @@ def asyncapi(schemas: dict[str, dict]) -> dict:
             "description": (model.__doc__ or "").strip(),
             "messages": {t: {"$ref": f"#/components/messages/{t}"}},
             "x-key": model.key_field,
-            "x-producers": PRODUCERS.get(t, []),
-            "x-consumers": subs.get(t, []) + ANALYST_CONSUMERS,
+            "x-producers": made.get(t, []),
+            "x-consumers": list(subs.get(t, {})) + ANALYST_CONSUMERS,
             "x-dead-letter-topic": dlq_topic(t),
         }
         messages[t] = {
@@ -72,14 +83,15 @@ def asyncapi(schemas: dict[str, dict]) -> dict:
                                   {"type": "object", "properties": {"type": {"const": t},
                                                                     "data": {"$ref": f"json/{t}.schema.json"}}}]},
         }
-        for producer in PRODUCERS.get(t, []):
+        for producer in made.get(t, []):
             operations[f"{producer.split()[0]}-sends-{t}"] = {
                 "action": "send", "channel": {"$ref": f"#/channels/{t}"},
                 "summary": f"{producer} publishes {t}"}
-        for consumer in subs.get(t, []):
+        for consumer, handler in subs.get(t, {}).items():
             operations[f"{consumer}-receives-{t}"] = {
                 "action": "receive", "channel": {"$ref": f"#/channels/{t}"},
-                "summary": f"{consumer} consumes {t} (consumer group '{consumer}')"}
+                "summary": f"{consumer} consumes {t} (consumer group '{consumer}')",
+                "x-handler": handler}
     envelope = CloudEvent.model_json_schema()
     envelope["description"] = "CloudEvents 1.0, structured JSON mode"
     return {

@@ -12,6 +12,7 @@ Endpoints (JSON, GET; each answer has ``as_of`` = the topic positions its figure
   /analytics/funnel?window=hour|day&since=&until=    placed -> paid/declined (by reason) -> confirmed -> shipped
   /analytics/latency?since=&until=                   p50/p95/p99 placed->confirmed, confirmed->shipped (s)
   /analytics/standing-orders?at=                     active count; expected units per SKU, next 30/60/90 days
+  /analytics/receivables?days=90&at=               receivables outstanding, days sales outstanding
   /analytics/customers, /analytics/customers/{id}    ordering cadence: last order, median interval
   /analytics/status                                  facts per table, readiness, early later-stage facts
   /metrics (Prometheus), /healthz, /readyz

@@ -17,6 +17,13 @@ topics. Definitions (the oracle follows them; docs/analysts.md repeats them):
   nearest-rank (the smallest value with at least p% of the values at or below it).
 * Standing orders: ``active`` counts the ones whose latest state is active; expected units per
   SKU over the next N days count each non-skipped occurrence in (at, at + N days].
+* Receivables, per currency: ``outstanding`` is the sum of every supplier account's open balance
+  in its latest SupplierAccountChanged (payments' own figure: it moves with invoices, payments
+  received over HTTP or from a feed, and credit notes), ``unapplied_credit`` likewise.
+  ``credit_sales`` over the last N days (default 90) = invoices issued (InvoiceIssued.total by
+  ``issued_at``) - credit notes issued (CreditNoteIssued.amount by ``issued_at``) in (at - N days,
+  at]; days sales outstanding = outstanding / credit_sales x N, 1 decimal place (half-even),
+  none when there were no net credit sales.
 * Customer cadence: every order placed (paid or not) shows intent to buy; the median interval
   is between consecutive orders by ``placed_at``.
 """
@@ -144,19 +151,35 @@ def funnel(facts: Facts, window: str = "hour", since: datetime | None = None,
 
 # --- latency ------------------------------------------------------------------------------
 
+#: facts that carry ``logged_at``: their record's timestamp (seconds since the epoch)
+LOGGED = ("placed", "confirmed", "shipped")
+BUSINESS_CLOCK = ("business: each order's own event times (placed_at, confirmed_at, shipped_at); "
+                  "the demo moves this clock, so an order in flight across a move spans the move")
+WALL_CLOCK = "wall: when each of the order's events was published (Kafka record timestamps)"
+
+
 def latency(facts: Facts, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
+    """Per order, between its own events: placed -> confirmed (cohort by placed_at) and
+    confirmed -> shipped (cohort by confirmed_at), on two clocks: the business one (the top-level
+    spans, what happened to the order in business time) and the wall one (``processing``: how
+    long the system took). An order is counted once, from the first fact of each kind."""
     placed, confirmed, shipped = facts["placed"], facts["confirmed"], facts["shipped"]
-    to_confirm, to_ship = [], []
+    spans: dict[str, dict[str, list[float]]] = {c: {"placed_to_confirmed": [], "confirmed_to_shipped": []}
+                                                for c in ("business", "wall")}
+
+    def add(span: str, start: dict, end: dict) -> None:
+        spans["business"][span].append((ts(end["at"]) - ts(start["at"])).total_seconds())
+        if "logged_at" in start and "logged_at" in end:  # facts stored before this field have none
+            spans["wall"][span].append(round(end["logged_at"] - start["logged_at"], 3))
+
     for order_id, fact in confirmed.items():
-        confirmed_at = ts(fact["at"])
-        if order_id in placed:
-            placed_at = ts(placed[order_id]["at"])
-            if in_range(placed_at, since, until):
-                to_confirm.append((confirmed_at - placed_at).total_seconds())
-        if order_id in shipped and in_range(confirmed_at, since, until):
-            to_ship.append((ts(shipped[order_id]["at"]) - confirmed_at).total_seconds())
-    return {"unit": "seconds", "placed_to_confirmed": distribution(to_confirm),
-            "confirmed_to_shipped": distribution(to_ship)}
+        if order_id in placed and in_range(ts(placed[order_id]["at"]), since, until):
+            add("placed_to_confirmed", placed[order_id], fact)
+        if order_id in shipped and in_range(ts(fact["at"]), since, until):
+            add("confirmed_to_shipped", fact, shipped[order_id])
+    return {"unit": "seconds", "clock": BUSINESS_CLOCK,
+            **{span: distribution(v) for span, v in spans["business"].items()},
+            "processing": {"clock": WALL_CLOCK, **{span: distribution(v) for span, v in spans["wall"].items()}}}
 
 
 # --- standing orders ----------------------------------------------------------------------
@@ -239,3 +262,36 @@ def awaiting_order_placed(facts: Facts) -> dict[str, int]:
     placed = facts["placed"]
     return {t: sum(1 for k in facts[t] if k not in placed)
             for t in ("verified", "declined", "confirmed", "shipped", "cancelled")}
+
+
+DSO_DAYS_DEFAULT = 90
+_TENTH = Decimal("0.1")
+_CENTS = Decimal("0.00")
+
+
+def receivables(facts: Facts, at: datetime, days: int = DSO_DAYS_DEFAULT) -> dict[str, Any]:
+    """Receivables outstanding and days sales outstanding per currency (definitions above)."""
+    since = at - timedelta(days=days)
+    zero = lambda: {"outstanding": _CENTS, "unapplied_credit": _CENTS, "accounts_owing": 0,  # noqa: E731
+                    "accounts_on_hold": 0, "invoiced": _CENTS, "credited": _CENTS}
+    by: dict[str, dict] = defaultdict(zero)
+    for acc in facts.get("accounts", {}).values():
+        row = by[acc["currency"]]
+        row["outstanding"] += Decimal(acc["open_balance"])
+        row["unapplied_credit"] += Decimal(acc["unapplied_credit"])
+        row["accounts_owing"] += Decimal(acc["open_balance"]) > 0
+        row["accounts_on_hold"] += bool(acc["on_hold"])
+    for table, field, into in (("invoiced", "total", "invoiced"), ("credited", "amount", "credited")):
+        for doc in facts.get(table, {}).values():
+            if since < ts(doc["at"]) <= at:
+                by[doc["currency"]][into] += Decimal(doc[field])
+    rows = []
+    for currency, r in sorted(by.items()):
+        sales = r["invoiced"] - r["credited"]
+        dso = (r["outstanding"] / sales * days).quantize(_TENTH, ROUND_HALF_EVEN) if sales > 0 else None
+        rows.append({"currency": currency, "outstanding": format(r["outstanding"], "f"),
+                     "unapplied_credit": format(r["unapplied_credit"], "f"),
+                     "accounts_owing": int(r["accounts_owing"]), "accounts_on_hold": int(r["accounts_on_hold"]),
+                     "invoiced": format(r["invoiced"], "f"), "credited": format(r["credited"], "f"),
+                     "credit_sales": format(sales, "f"), "dso_days": None if dso is None else format(dso, "f")})
+    return {"at": iso(at), "days": days, "by_currency": rows}

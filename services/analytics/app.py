@@ -7,7 +7,6 @@ See services/analytics/__init__.py for why at-least-once delivery is fine here.
 from __future__ import annotations
 
 import logging
-import os
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -16,39 +15,15 @@ import faust
 
 from runtime.clock import Clock, clock_from_env
 from runtime.dead_letters import dead_letter_row
+from runtime.record import Record
 from schemas import REGISTRY
 from schemas.envelope import InvalidRecord, parse_record
 from services.analytics import metrics
+from services.analytics.aggregates import LOGGED
 from services.analytics.facts import TABLES, TOPICS, fact_of, merged, position_key, positions_by_topic
 
 log = logging.getLogger(__name__)
 DEFAULT_APP_ID = "salesbus-analytics"
-
-
-class _Record:
-    """A faust message seen through the confluent-kafka Message methods runtime.dead_letters reads,
-    so analytics dead-letters with exactly the headers every service uses."""
-
-    def __init__(self, message):
-        self._m = message
-
-    def topic(self) -> str:
-        return self._m.topic
-
-    def partition(self) -> int:
-        return self._m.partition
-
-    def offset(self) -> int:
-        return self._m.offset
-
-    def key(self) -> bytes | None:
-        return self._m.key
-
-    def value(self) -> bytes | None:
-        return self._m.value
-
-    def headers(self) -> list:
-        return list(self._m.headers or [])
 
 
 class Analytics:
@@ -70,6 +45,12 @@ class Analytics:
             if ce.type != msg.topic:
                 raise InvalidRecord(f"event type {ce.type!r} published on topic {msg.topic!r}", ce.id)
             table, key, fact = fact_of(payload)
+            if table in LOGGED and msg.timestamp:
+                # when the event was published, on the wall clock (the Kafka record timestamp the
+                # producer set): processing latency, whatever the business clock did
+                fact = {**fact, "logged_at": round(float(msg.timestamp), 3)}
+            if table == "accounts":
+                fact = {**fact, "offset": msg.offset}   # orders two changes of one instant (facts.merged)
         except Exception as exc:  # an unusable record goes to <topic>.DLQ; analytics carries on
             await self.dead_letter(msg, exc)
         else:
@@ -89,7 +70,9 @@ class Analytics:
                       traceback.format_exc())
         else:
             log.info("analytics dead-letters %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc)
-        row = dead_letter_row(_Record(msg), exc, self.app.conf.id,
+        headers = msg.headers.items() if isinstance(msg.headers, dict) else (msg.headers or [])
+        record = Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value, tuple(headers))
+        row = dead_letter_row(record, exc, self.app.conf.id,
                               f"record:{msg.topic}:{msg.partition}:{msg.offset}")
         # Awaited: the record's offset must not be committed before its dead letter is written.
         await self.app.producer.send_and_wait(row.topic, row.key.encode(), row.value, None, None,
@@ -113,9 +96,16 @@ class Analytics:
             self._cache[key] = compute()
         return self._cache[key]
 
+    def waiting_for_partitions(self) -> bool:
+        recovery = self.app.tables.recovery
+        return not recovery.completed.is_set() and not recovery.in_recovery
+
     def ready(self) -> tuple[bool, str]:
-        if not self.app.tables.recovery.completed.is_set():
-            return False, "recovering tables from their changelogs"
+        recovery = self.app.tables.recovery
+        if self.waiting_for_partitions():
+            return False, "recovering tables from their changelogs: waiting for its partitions"
+        if not recovery.completed.is_set():   # how far, so a slow recovery is told from a stuck one
+            return False, f"recovering tables from their changelogs: {recovery.active_remaining_total()} records to go"
         if self.app.rebalancing:
             return False, "rebalancing"
         return True, "ready"
@@ -127,7 +117,7 @@ def broker_urls(bootstrap: str) -> list[str]:
 
 def create_app(bootstrap: str, *, app_id: str = DEFAULT_APP_ID, web_port: int = 6066,
                data_dir: Path = Path(".salesbus/analytics"), partitions: int = 3,
-               clock: Clock | None = None) -> tuple[faust.App, Analytics]:
+               clock: Clock | None = None, producer_batch: int = 1) -> tuple[faust.App, Analytics]:
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id, broker=broker_urls(bootstrap), store="memory://", datadir=str(Path(data_dir) / app_id),
@@ -135,8 +125,8 @@ def create_app(bootstrap: str, *, app_id: str = DEFAULT_APP_ID, web_port: int = 
         topic_partitions=partitions, table_standby_replicas=0, consumer_auto_offset_reset="earliest",
         # Tansu (the embedded broker) answers ListOffsets with the LAST BATCH's base offset + 1, so
         # table recovery would stop short of the changelog's tail: one record per batch keeps the
-        # reported end exact. On a real Kafka cluster this can be raised (SALESBUS_ANALYTICS_BATCH).
-        producer_max_batch_size=int(os.environ.get("SALESBUS_ANALYTICS_BATCH", "1")),
+        # reported end exact. On a real Kafka cluster this can be raised (Settings.analytics_batch).
+        producer_max_batch_size=producer_batch,
         # Tansu completes a group join after about half the session timeout: keep it short.
         broker_session_timeout=6.0, broker_heartbeat_interval=1.0,
     )
@@ -162,12 +152,14 @@ def create_app(bootstrap: str, *, app_id: str = DEFAULT_APP_ID, web_port: int = 
 
 def run(bootstrap: str, *, web_port: int = 6066, app_id: str = DEFAULT_APP_ID,
         data_dir: Path = Path(".salesbus/analytics"), partitions: int = 3, metrics_port: int | None = None,
-        loglevel: str = "info") -> None:
+        loglevel: str = "info", producer_batch: int = 1) -> None:
     """Run the analytics worker until SIGTERM/SIGINT (blocks; exits the process when done)."""
     app, analytics = create_app(bootstrap, app_id=app_id, web_port=web_port, data_dir=data_dir,
-                                partitions=partitions)
+                                partitions=partitions, producer_batch=producer_batch)
     worker = faust.Worker(app, loglevel=loglevel)
+    from services.analytics import watchdog
+    watchdog.start(analytics.waiting_for_partitions)
     if metrics_port is not None:
         from runtime.metrics import HealthServer
-        HealthServer(metrics_port, lambda: not worker.should_stop, analytics.ready).start()
+        HealthServer(metrics_port, lambda: not worker.should_stop, analytics.ready, service="analytics").start()
     worker.execute_from_commandline()

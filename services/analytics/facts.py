@@ -8,18 +8,21 @@ Writes are idempotent, which is what lets analytics live with at-least-once deli
   * order facts keep the FIRST one seen (a redelivery, or an upstream system publishing the
     same order again under a new event id, changes nothing);
   * a standing order keeps its LATEST state by ``changed_at`` (a replay of an older change
-    after a newer one does not roll it back);
+    after a newer one does not roll it back); so does a supplier account, by (``changed_at``,
+    offset);
   * positions only move forward.
 Pure: no faust, no Kafka; the app and the unit tests share it.
 """
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from schemas import (Event, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipped, PaymentDeclined,
-                     PaymentVerified, RecurringOrderDue, StandingOrderChanged)
-from services.analytics.aggregates import recurrence_of
+from schemas import (CreditNoteIssued, Event, InvoiceIssued, OrderCancelled, OrderConfirmed, OrderPlaced,
+                     OrderShipped, PaymentDeclined, PaymentVerified, RecurringOrderDue, StandingOrderChanged,
+                     SupplierAccountChanged)
+from services.analytics.aggregates import recurrence_of, ts
 
 #: topic -> the table its facts go to
 TABLE_OF: dict[str, str] = {
@@ -31,6 +34,10 @@ TABLE_OF: dict[str, str] = {
     "OrderCancelled": "cancelled",
     "StandingOrderChanged": "standing",
     "RecurringOrderDue": "due",
+    # receivables (payments): invoices and credit notes as issued, each account's latest state
+    "InvoiceIssued": "invoiced",
+    "CreditNoteIssued": "credited",
+    "SupplierAccountChanged": "accounts",
 }
 TOPICS: tuple[str, ...] = tuple(TABLE_OF)
 TABLES: tuple[str, ...] = tuple(TABLE_OF.values())
@@ -39,6 +46,11 @@ Fact = dict[str, Any]
 
 def _amount(d) -> str:
     return format(d, "f")
+
+
+def _cents(d) -> str:
+    # a zero can arrive as 0E-6: book amounts have two places
+    return format(Decimal(d).quantize(Decimal("0.01")), "f")
 
 
 def _lines(lines) -> list[list]:
@@ -82,6 +94,19 @@ def fact_of(event: Event) -> tuple[str, str, Fact]:
             return "due", f"{event.standing_order_id}#{event.occurrence}", {
                 "at": event.due_at.isoformat(), "customer_id": event.customer_id,
                 "lines": [[ln.sku, ln.quantity] for ln in event.lines]}
+        case InvoiceIssued():   # keyed by number: a number is issued once, always for the same customer
+            return "invoiced", event.invoice_number, {
+                "customer_id": event.customer_id, "at": event.issued_at.isoformat(),
+                "currency": event.total.currency, "total": _amount(event.total.amount)}
+        case CreditNoteIssued():
+            return "credited", event.credit_note_number, {
+                "customer_id": event.customer_id, "at": event.issued_at.isoformat(),
+                "currency": event.amount.currency, "amount": _amount(event.amount.amount)}
+        case SupplierAccountChanged():
+            return "accounts", event.customer_id, {
+                "changed_at": event.changed_at.isoformat(), "currency": event.currency,
+                "open_balance": _cents(event.open_balance),
+                "unapplied_credit": _cents(event.unapplied_credit or 0), "on_hold": bool(event.on_hold)}
     raise TypeError(f"analytics keeps no facts of {type(event).__name__}")
 
 
@@ -92,6 +117,12 @@ def merged(table: str, old: Fact | None, new: Fact) -> Fact | None:
     if table == "standing":
         newer = datetime.fromisoformat(new["changed_at"]) >= datetime.fromisoformat(old["changed_at"])
         return new if newer and new != old else None
+    if table == "accounts":
+        # one transaction can emit two changes at the same instant (a payment, then the release of
+        # the hold): the record's offset (the app adds it; one key, one partition) orders them
+        if (ts(new["changed_at"]), new.get("offset", -1)) > (ts(old["changed_at"]), old.get("offset", -1)):
+            return new
+        return None
     return None
 
 

@@ -39,6 +39,7 @@ def refresh(analytics) -> None:
     lat = analytics.view("latency", lambda: aggregates.latency(facts), None, None)
     now = analytics.clock.now().astimezone(UTC).replace(microsecond=0)
     so = aggregates.standing_orders(facts, now)
+    recv = aggregates.receivables(facts, now)
     total = fun["total"]
     _snapshot = [
         _family("salesbus_analytics_revenue_booked", "Revenue booked at confirmation, all time",
@@ -49,8 +50,13 @@ def refresh(analytics) -> None:
                 ["stage"], [(("placed",), total["placed"])] + [((s,), total[s]) for s in aggregates.STAGES]),
         _family("salesbus_analytics_orders_declined", "Payments declined, by reason",
                 ["reason"], [((r,), n) for r, n in total["declined_by_reason"].items()]),
-        _family("salesbus_analytics_latency_seconds", "Order latency percentiles (nearest rank)",
+        _family("salesbus_analytics_latency_seconds", "Order latency percentiles (nearest rank) between the order's own business timestamps",
                 ["span", "quantile"], [((span, str(p / 100)), lat[span][f"p{p}"])
+                                       for span in ("placed_to_confirmed", "confirmed_to_shipped")
+                                       for p in aggregates.PERCENTILES]),
+        _family("salesbus_analytics_processing_latency_seconds",
+                "Order latency percentiles on the wall clock: between the record timestamps of the order's own events",
+                ["span", "quantile"], [((span, str(p / 100)), lat["processing"][span][f"p{p}"])
                                        for span in ("placed_to_confirmed", "confirmed_to_shipped")
                                        for p in aggregates.PERCENTILES]),
         _family("salesbus_analytics_standing_orders", "Standing orders by status",
@@ -58,6 +64,11 @@ def refresh(analytics) -> None:
         _family("salesbus_analytics_standing_expected_units", "Units standing orders will place",
                 ["sku", "horizon_days"], [((sku, h), u) for h, v in so["horizons"].items()
                                           for sku, u in v["units"].items()]),
+        _family("salesbus_analytics_receivables_outstanding", "Open balances of all supplier accounts",
+                ["currency"], [((r["currency"],), r["outstanding"]) for r in recv["by_currency"]]),
+        _family("salesbus_analytics_days_sales_outstanding",
+                f"Receivables outstanding / net credit sales of the last {aggregates.DSO_DAYS_DEFAULT} days x days",
+                ["currency"], [((r["currency"],), r["dso_days"]) for r in recv["by_currency"]]),
         _family("salesbus_analytics_position", "Next offset to apply, per topic partition",
                 ["topic", "partition"], [((t, p), o) for t, parts in analytics.as_of()["positions"].items()
                                          for p, o in parts.items()]),

@@ -4,6 +4,14 @@ Every JSON answer carries ``as_of``: the next offset per topic partition the fig
 computed in the same event-loop turn as the figures, so anyone can recompute them from exactly
 those records (the oracle tests do). Times in query strings are RFC 3339 or relative to now
 (``2h``, ``7d``: that long ago); ``since`` is inclusive, ``until`` exclusive.
+
+The figures (revenue per SKU, receivables, each customer's ordering cadence) are for analysts:
+every /analytics/* endpoint wants an API key of the role analyst or operator, as a Bearer token
+or an X-API-Key header, checked against the same keys as every service (runtime/auth.py KeyRing:
+SALESBUS_API_KEYS / SALESBUS_API_KEYS_FILE, re-read when the file changes). 401 without a usable
+key (saying why: missing, unknown, expired, revoked), 403 for another role. /metrics, /healthz
+and /readyz stay open for Prometheus and probes: the gauges are per SKU, stage and currency,
+never per customer.
 """
 from __future__ import annotations
 
@@ -12,12 +20,33 @@ from datetime import datetime
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from runtime.access import ANALYSTS
+from runtime.auth import KeyRing
 from runtime.tap import parse_when
 from services.analytics import aggregates, metrics
 
 
+#: who may read the figures
+READERS = ANALYSTS
+
+
 class BadRequest(ValueError):
     pass
+
+
+def refusal(ring: KeyRing, headers) -> tuple[int, str] | None:
+    """(401 or 403, why) when the request's key may not read the figures; None when it may."""
+    auth = headers.get("Authorization", "")
+    scheme, _, token = auth.partition(" ")
+    key = token.strip() if scheme.lower() == "bearer" and token.strip() else headers.get("X-API-Key")
+    if not key:
+        return 401, "missing API key (analytics wants an analyst or operator key: `salesbus key issue analyst NAME`)"
+    principal, why = ring.check(key)
+    if principal is None:
+        return 401, why
+    if principal.role not in READERS:
+        return 403, f"analytics needs the role {' or '.join(READERS)}"
+    return None
 
 
 def _when(query, name: str, now: datetime) -> datetime | None:
@@ -37,10 +66,16 @@ def _window(query, default: str) -> str:
     return window
 
 
-def register(app: faust.App, analytics) -> None:
+def register(app: faust.App, analytics, keyring: KeyRing | None = None) -> None:
     facts = analytics.facts()
+    ring = keyring or KeyRing.from_env()
 
     def answer(web, request, compute):
+        refused = refusal(ring, request.headers)
+        if refused is not None:
+            status, why = refused
+            return web.json({"error": why}, status=status,
+                            headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
         try:
             now = analytics.clock.now()
             body = compute(request.query, now)
@@ -80,6 +115,19 @@ def register(app: faust.App, analytics) -> None:
         def compute(q, now):
             at = _when(q, "at", now) or now
             return analytics.view("standing", lambda: aggregates.standing_orders(facts, at), at)
+        return answer(web, request, compute)
+
+    @app.page("/analytics/receivables")
+    async def receivables(web, request):
+        """Receivables outstanding and days sales outstanding per currency (?days=90: the sales
+        period; ?at=: its end, default now; outstanding is always the accounts' latest state)."""
+        def compute(q, now):
+            at = _when(q, "at", now) or now
+            raw = q.get("days", str(aggregates.DSO_DAYS_DEFAULT))
+            if not raw.isdigit() or not 1 <= int(raw) <= 3660:
+                raise BadRequest("days must be a whole number from 1 to 3660")
+            days = int(raw)
+            return analytics.view("receivables", lambda: aggregates.receivables(facts, at, days), at, days)
         return answer(web, request, compute)
 
     @app.page("/analytics/customers")

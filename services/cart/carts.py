@@ -2,25 +2,34 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
 import psycopg
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Path, Request
 
 from runtime.auth import Principal, require
+from runtime.pages import Page, PageParams, page, page_params
+from runtime.problems import Conflict, NotFound
 from runtime.service import ServiceContext
+from schemas.types import ID_BOUNDS
 from services.cart import store
 from services.cart.models import CartOut, LineIn, LineOut
-from services.cart.pricing import CartProblem, cart_currency, check_can_add, total
+from services.cart.pricing import cart_currency, check_can_add, total
 
+CartId = Annotated[str, Path(**ID_BOUNDS, description="the cart id (cart-...)")]
+LineSku = Annotated[str, Path(**ID_BOUNDS, description="catalog SKU, e.g. BULB-LED-9W")]
 NOT_FOUND = {404: {"description": "no such cart for this customer"}}
+
+
+class CheckedOut(Conflict):
+    slug = "cart-checked-out"
 
 
 def own_cart(conn: psycopg.Connection, cart_id: str, principal: Principal, *, lock: bool = False) -> dict:
     # Another customer's cart answers exactly like a missing one: ids are not confirmed to strangers.
     cart = store.get_cart(conn, cart_id, principal.subject, lock=lock)
     if cart is None:
-        raise HTTPException(404, f"no cart {cart_id!r} for this customer")
+        raise NotFound(f"no cart {cart_id!r} for this customer")
     return cart
 
 
@@ -29,7 +38,7 @@ def open_cart(conn: psycopg.Connection, cart_id: str, principal: Principal) -> d
     cart = own_cart(conn, cart_id, principal, lock=True)
     if cart["status"] != "open":
         placed = cart["order_id"] or cart["standing_order_id"]
-        raise HTTPException(409, f"cart {cart_id} is already checked out ({placed}); start a new cart")
+        raise CheckedOut(f"cart {cart_id} is already checked out ({placed}); start a new cart")
     return cart
 
 
@@ -55,45 +64,47 @@ def router(ctx: ServiceContext) -> APIRouter:
             cart = store.create_cart(uow.conn, f"cart-{uuid.uuid4().hex}", principal.subject, uow.now())
             return cart_view(uow.conn, cart)
 
-    @api.get("/carts", response_model=list[CartOut])
-    def list_carts(status: Literal["open", "checked_out"] | None = None, limit: int = Query(20, ge=1, le=100),
-                   principal: Principal = Depends(customer)) -> list[CartOut]:
+    @api.get("/carts", response_model=Page[CartOut])
+    def list_carts(request: Request, status: Literal["open", "checked_out"] | None = None,
+                   params: PageParams = Depends(page_params), principal: Principal = Depends(customer)):
         """The customer's carts, newest first."""
         with ctx.pool.connection() as conn:
-            return [cart_view(conn, c) for c in store.list_carts(conn, principal.subject, status, limit)]
+            total_, rows = store.list_carts(conn, principal.subject, status, params.limit, params.offset)
+            return page(request, [cart_view(conn, c) for c in rows], params, total_)
 
     @api.get("/carts/{cart_id}", response_model=CartOut, responses=NOT_FOUND)
-    def get_cart(cart_id: str, principal: Principal = Depends(customer)) -> CartOut:
+    def get_cart(cart_id: CartId, principal: Principal = Depends(customer)) -> CartOut:
         with ctx.pool.connection() as conn:
             return cart_view(conn, own_cart(conn, cart_id, principal))
 
     @api.put("/carts/{cart_id}/lines/{sku}", response_model=CartOut,
-             responses={**NOT_FOUND, 409: {"description": "cart already checked out"},
-                        422: {"description": "unknown or inactive product, other currency, bad quantity"}})
-    def put_line(cart_id: str, sku: str, body: LineIn, principal: Principal = Depends(customer)) -> CartOut:
+             responses={404: {"description": "no such cart for this customer, or no such product"},
+                        409: {"description": "cart already checked out (cart-checked-out); the product is no longer "
+                                            "sold, in another currency than the cart, or the cart is full "
+                                            "(cart-cannot-order)"}})
+    def put_line(cart_id: CartId, sku: LineSku, body: LineIn, principal: Principal = Depends(customer)) -> CartOut:
         """Put `quantity` units of a product in the cart (replacing any quantity already there)."""
         with ctx.unit_of_work() as uow:
             cart = open_cart(uow.conn, cart_id, principal)
             row = store.get_product(uow.conn, sku)
             if row is None:
-                raise HTTPException(422, f"no product with SKU {sku!r} in the catalog")
+                raise NotFound(f"no product with SKU {sku!r} in the catalog")
             others = [line for line in store.priced_lines(uow.conn, cart_id) if line.product.sku != sku]
-            try:
-                check_can_add(store.as_product(row), others, len(others), ctx.settings.supported_currencies())
-            except CartProblem as exc:
-                raise HTTPException(422, str(exc)) from None
+            check_can_add(store.as_product(row), others, len(others), ctx.settings.supported_currencies(),
+                          body.quantity)
             now = uow.now()
             store.set_line(uow.conn, cart_id, sku, body.quantity, now)
             return cart_view(uow.conn, {**cart, "updated_at": now})
 
     @api.delete("/carts/{cart_id}/lines/{sku}", response_model=CartOut,
-                responses={**NOT_FOUND, 409: {"description": "cart already checked out"}})
-    def delete_line(cart_id: str, sku: str, principal: Principal = Depends(customer)) -> CartOut:
+                responses={404: {"description": "no such cart for this customer, or the product is not in it"},
+                           409: {"description": "cart already checked out (cart-checked-out)"}})
+    def delete_line(cart_id: CartId, sku: LineSku, principal: Principal = Depends(customer)) -> CartOut:
         with ctx.unit_of_work() as uow:
             cart = open_cart(uow.conn, cart_id, principal)
             now = uow.now()
             if not store.delete_line(uow.conn, cart_id, sku, now):
-                raise HTTPException(404, f"product {sku!r} is not in cart {cart_id}")
+                raise NotFound(f"product {sku!r} is not in cart {cart_id}")
             return cart_view(uow.conn, {**cart, "updated_at": now})
 
     return api

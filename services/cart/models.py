@@ -1,23 +1,40 @@
 """The HTTP API's request and response bodies (the OpenAPI document is generated from these)."""
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from decimal import Decimal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schemas.types import Delivery, Language, Money, Payment, Quantity
+from runtime.business_settings import tokens_sentence
+from schemas.events.scheduling import Interval
+from schemas.types import (COUNT_BOUNDS, TOKEN_PATTERN, Currency, Day, Delivery,
+                           KnownTimeZone, Language, Money, Payment, Quantity, integral, text)
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: a catalog price: more than zero, at most 999999999999.99 (numeric(14,2)), in whole cents
+PRICE_PATTERN = r"^([1-9][0-9]{0,11}(\.[0-9]{1,2})?|0\.([1-9][0-9]?|0[1-9]))$"
+
+
+class PriceIn(_Body):
+    amount: str = Field(pattern=PRICE_PATTERN, max_length=15,
+                        description='decimal string above zero with at most two decimals, e.g. "1.85"')
+    currency: Currency = Field(description="one the store sells in (SALESBUS_CURRENCIES; another is a 409)")
+
+    def money(self) -> Money:
+        return Money(amount=Decimal(self.amount), currency=self.currency)
+
+
 class ProductIn(_Body):
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=4000)
-    unit_price: Money = Field(description='price of one unit, e.g. {"amount": "1.85", "currency": "EUR"}')
+    name: text(200, 1)
+    description: text(4000) = ""
+    unit_price: PriceIn = Field(description='price of one unit, e.g. {"amount": "1.85", "currency": "EUR"}')
     active: bool = Field(default=True, description="inactive products stay visible but cannot be ordered")
 
 
@@ -29,14 +46,6 @@ class ProductOut(BaseModel):
     active: bool
     created_at: datetime
     updated_at: datetime
-
-
-class ProductPage(BaseModel):
-    items: list[ProductOut]
-    total: int = Field(description="products matching the query, over all pages")
-    limit: int
-    offset: int
-    next_offset: int | None = Field(description="offset of the next page, null on the last page")
 
 
 class LineIn(_Body):
@@ -66,36 +75,56 @@ class CartOut(BaseModel):
     checked_out_at: datetime | None = None
 
 
-class RecurrenceIn(_Body):
-    """Turns the checkout into a standing order: the cart is ordered again every N days/weeks/months."""
-    every: int = Field(ge=1, le=366)
-    unit: Literal["days", "weeks", "months"]
-    start_date: date = Field(description="date of the first order, in time_zone")
-    time_zone: str = Field(description="IANA time zone of the customer, e.g. Europe/Warsaw")
-    end_date: date | None = Field(default=None, description="last date an order may be placed (inclusive)")
-    max_occurrences: int | None = Field(default=None, ge=1, le=10_000)
+class StandingOrderTermsIn(_Body):
+    """Turns the checkout into a standing order: the cart is ordered again every interval. The same
+    fields as the scheduler's POST /standing-orders."""
+    interval: Interval = Field(description='how often, e.g. {"every": 2, "unit": "weeks"}')
+    start_date: Day = Field(description="date of the first order, in time_zone; today or later")
+    time_zone: KnownTimeZone = Field(description="IANA time zone of the customer, e.g. Europe/Warsaw")
+    end_date: Day | None = Field(default=None, description="last date an order may be placed (inclusive); "
+                                                           "before start_date: 409 refused")
+    max_occurrences: int | None = Field(default=None, **{**COUNT_BOUNDS, "le": 10_000},
+                                        description="end after this many orders")
 
-    @field_validator("time_zone")
+    _integral = field_validator("max_occurrences", mode="before")(integral)  # 3.0 is a JSON integer too
+
+
+TEST_TOKENS = tokens_sentence()
+
+
+class CardPaymentIn(_Body):
+    """Paid by card through the payment gateway: only its token comes here, never a card number."""
+    mode: Literal["card"]
+    card_token: str = Field(max_length=68, json_schema_extra={"pattern": TOKEN_PATTERN},
+                            description="the gateway's token for the card (tok_...), never a card number. "
+                                        + TEST_TOKENS)
+
+    @field_validator("card_token")
     @classmethod
-    def _known_zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise ValueError("time_zone must be an IANA time zone such as Europe/Warsaw") from None
+    def _token_only(cls, v: str) -> str:
+        # the schema's pattern, with a sentence that says why (and never repeats what was sent)
+        if not re.fullmatch(TOKEN_PATTERN, v):
+            raise ValueError("card_token must be a gateway token like tok_xxx (card numbers are never accepted)")
         return v
 
-    @model_validator(mode="after")
-    def _ends_after_start(self) -> "RecurrenceIn":
-        if self.end_date is not None and self.end_date < self.start_date:
-            raise ValueError("end_date must not be before start_date")
-        return self
+
+class AccountPaymentIn(_Body):
+    """Charged to the customer's supplier account (within its credit limit), invoiced."""
+    mode: Literal["account"]
+
+
+PaymentIn = Annotated[CardPaymentIn | AccountPaymentIn, Field(discriminator="mode")]
 
 
 class CheckoutIn(_Body):
     delivery: Delivery
-    payment: Payment = Field(description="card (with a gateway token tok_..., never a card number) or account")
+    payment: PaymentIn = Field(description="card (with a gateway token tok_..., required) or account (none)")
     language: Language = Field(default="en", description="language of the order emails")
-    recurrence: RecurrenceIn | None = Field(default=None, description="present for a standing order")
+    standing_order: StandingOrderTermsIn | None = Field(
+        default=None, description="present for a standing order: the cart is ordered again every interval")
+
+    def event_payment(self) -> Payment:
+        return Payment(mode=self.payment.mode, card_token=getattr(self.payment, "card_token", None))
 
 
 class CheckoutOut(BaseModel):

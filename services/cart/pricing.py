@@ -7,15 +7,18 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Iterable
 
-from schemas.types import Money, OrderLine
+from runtime.problems import Conflict
+from schemas.types import AMOUNT_INTEGER_DIGITS, Money, OrderLine
 
 CENT = Decimal("0.01")
 #: OrderPlaced carries at most 200 lines; a bigger cart could never be checked out.
 MAX_LINES = 200
 
 
-class CartProblem(Exception):
-    """Why a cart change or checkout cannot go ahead, in words fit for the customer."""
+class CartProblem(Conflict):
+    """Why a cart change or checkout cannot go ahead, in words fit for the customer: a 409, since
+    the request is well formed and what refuses it is the catalog's or the cart's state."""
+    slug = "cart-cannot-order"
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,13 @@ def total(lines: list[PricedLine]) -> Money | None:
     return result
 
 
+#: the largest amount Money carries (its wire pattern's integer digits); payments declines an
+#: order above what the books hold, but the cart must still be able to show and send it
+MAX_TOTAL = Decimal(10) ** AMOUNT_INTEGER_DIGITS - CENT
+
+
 def check_can_add(product: Product, others: list[PricedLine], line_count: int,
-                  supported_currencies: frozenset[str]) -> None:
+                  supported_currencies: frozenset[str], quantity: int = 1) -> None:
     """Raise CartProblem if `product` may not be put in a cart holding `others`.
 
     `line_count` counts the cart's lines other than this product's."""
@@ -81,6 +89,11 @@ def check_can_add(product: Product, others: list[PricedLine], line_count: int,
                               f"{line.product.currency}; one cart holds one currency, use a separate cart")
     if line_count >= MAX_LINES:
         raise CartProblem(f"a cart holds at most {MAX_LINES} different products")
+    # A fuzzed price times a fuzzed quantity overflowed Money (500 from PUT /carts/{id}/lines/{sku})
+    amount = product.unit_price * quantity + sum((line.product.unit_price * line.quantity for line in others), Decimal(0))
+    if amount > MAX_TOTAL:
+        raise CartProblem(f"the cart's total would be {amount:.2f} {product.currency}, more than one order can "
+                          f"hold ({MAX_TOTAL} {product.currency}); order fewer")
 
 
 def check_orderable(lines: list[PricedLine], supported_currencies: frozenset[str]) -> Money:

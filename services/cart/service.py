@@ -5,4 +5,4 @@ from pathlib import Path
 from runtime.service import Service
 from services.cart.api import create_app
 
-SERVICE = Service(name="cart", handlers={}, migrations=Path(__file__).parent / "migrations", http_app=create_app)
+SERVICE = Service(name="cart", migrations=Path(__file__).parent / "migrations", http_app=create_app)

@@ -81,10 +81,14 @@ def get_cart(conn: psycopg.Connection, cart_id: str, customer_id: str, *, lock: 
         (cart_id, customer_id)).fetchone()
 
 
-def list_carts(conn: psycopg.Connection, customer_id: str, status: str | None, limit: int) -> list[dict]:
-    return conn.execute(
-        f"SELECT {_CART_COLS} FROM carts WHERE customer_id = %s AND (%s::text IS NULL OR status = %s) "
-        "ORDER BY created_at DESC, cart_id LIMIT %s", (customer_id, status, status, limit)).fetchall()
+def list_carts(conn: psycopg.Connection, customer_id: str, status: str | None, limit: int,
+               offset: int = 0) -> tuple[int, list[dict]]:
+    """(how many, this page) of the customer's carts, newest first."""
+    where = "customer_id = %s AND (%s::text IS NULL OR status = %s)"
+    total = conn.execute(f"SELECT count(*) AS n FROM carts WHERE {where}", (customer_id, status, status)).fetchone()
+    rows = conn.execute(f"SELECT {_CART_COLS} FROM carts WHERE {where} ORDER BY created_at DESC, cart_id "
+                        "LIMIT %s OFFSET %s", (customer_id, status, status, limit, offset)).fetchall()
+    return total["n"], rows
 
 
 def priced_lines(conn: psycopg.Connection, cart_id: str) -> list[PricedLine]:

@@ -60,13 +60,16 @@ def open_tasks_of_customer(conn, customer_id: str) -> list[dict]:
 
 
 def open_tasks_of(conn, salesperson_id: str, *, due_from: datetime | None = None,
-                  due_before: datetime | None = None) -> list[dict]:
-    return conn.execute(
-        f"""SELECT {TASK_COLUMNS} FROM {TASKS_FROM}
-            WHERE t.salesperson_id = %s AND t.status = 'open'
-              AND (%s::timestamptz IS NULL OR t.due_at >= %s) AND (%s::timestamptz IS NULL OR t.due_at < %s)
-            ORDER BY t.due_at, t.task_id""",
-        (salesperson_id, due_from, due_from, due_before, due_before)).fetchall()
+                  due_before: datetime | None = None, limit: int = 200, offset: int = 0) -> tuple[int, list[dict]]:
+    """(how many, this page) of a salesperson's open tasks in [due_from, due_before), soonest first."""
+    where = """t.salesperson_id = %(sp)s AND t.status = 'open'
+               AND (%(from)s::timestamptz IS NULL OR t.due_at >= %(from)s)
+               AND (%(before)s::timestamptz IS NULL OR t.due_at < %(before)s)"""
+    params = {"sp": salesperson_id, "from": due_from, "before": due_before, "limit": limit, "offset": offset}
+    total = conn.execute(f"SELECT count(*) AS n FROM tasks t WHERE {where}", params).fetchone()["n"]
+    rows = conn.execute(f"""SELECT {TASK_COLUMNS} FROM {TASKS_FROM} WHERE {where}
+                            ORDER BY t.due_at, t.task_id LIMIT %(limit)s OFFSET %(offset)s""", params).fetchall()
+    return total, rows
 
 
 def add_reminder(conn, reminder_id: str, task_id: str, fire_at: datetime) -> None:

@@ -1,18 +1,23 @@
 """Pure rules for salesperson tasks: when they fall due, when their reminders fire, what
 "today" means for a salesperson, and when a customer is expected to reorder.
 
-No I/O and no clock reads: callers pass `now` and the policy (read once from the environment).
+No I/O and no clock reads: callers pass `now` and the policy (built once from Settings where the
+process is assembled, and injected).
 """
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Mapping, Sequence
+from functools import lru_cache
+from importlib import resources
+from typing import TYPE_CHECKING, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schemas import deterministic_id
+
+if TYPE_CHECKING:
+    from runtime.config import Settings
 
 TASK_KINDS = ("reorder_call", "order_follow_up", "custom")
 #: orders closer together than this are one ordering occasion (a buyer splitting a basket in two
@@ -24,25 +29,21 @@ MIN_CADENCE = timedelta(days=1)
 
 @dataclass(frozen=True)
 class Policy:
-    follow_up_days: float = 3.0          # SALESBUS_CRM_FOLLOW_UP_DAYS
-    reminder_lead: timedelta = timedelta(hours=24)   # SALESBUS_CRM_REMINDER_LEAD_HOURS
-    reorder_lead_days: float = 3.0       # SALESBUS_CRM_REORDER_LEAD_DAYS
+    follow_up_days: float = 3.0          # Settings.crm_follow_up_days
+    reminder_lead: timedelta = timedelta(hours=24)   # Settings.crm_reminder_lead_hours
+    reorder_lead_days: float = 3.0       # Settings.crm_reorder_lead_days
     min_orders_for_cadence: int = 3
+    #: who owns a profile the CRM learns from a first order until a salesperson takes it over:
+    #: a sales desk that triages new customers (its follow-up and reorder tasks land there)
+    new_customer_salesperson: str = "sales-desk"     # Settings.crm_new_customer_salesperson
+    new_customer_salesperson_email: str = "sales@salesbus.example"  # Settings.crm_new_customer_salesperson_email
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Policy":
-        def number(name: str, default: float) -> float:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            value = float(raw)
-            if value < 0:
-                raise ValueError(f"{name} must not be negative, got {raw!r}")
-            return value
-
-        return cls(follow_up_days=number("SALESBUS_CRM_FOLLOW_UP_DAYS", 3.0),
-                   reminder_lead=timedelta(hours=number("SALESBUS_CRM_REMINDER_LEAD_HOURS", 24.0)),
-                   reorder_lead_days=number("SALESBUS_CRM_REORDER_LEAD_DAYS", 3.0))
+    def from_settings(cls, cfg: "Settings") -> "Policy":
+        return cls(follow_up_days=cfg.crm_follow_up_days, reminder_lead=timedelta(hours=cfg.crm_reminder_lead_hours),
+                   reorder_lead_days=cfg.crm_reorder_lead_days,
+                   new_customer_salesperson=cfg.crm_new_customer_salesperson,
+                   new_customer_salesperson_email=cfg.crm_new_customer_salesperson_email)
 
 
 def follow_up_due(shipped_at: datetime, policy: Policy) -> datetime:
@@ -99,6 +100,23 @@ def zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(name) if name else ZoneInfo("UTC")
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
+
+
+@lru_cache(maxsize=1)
+def _country_zones() -> dict[str, str]:
+    # tzdata's zone.tab: "CC<TAB>coordinates<TAB>Zone"; a country's first line is its main zone
+    zones: dict[str, str] = {}
+    for row in resources.files("tzdata").joinpath("zoneinfo", "zone.tab").read_text().splitlines():
+        if row and not row.startswith("#"):
+            country, _coordinates, name, *_ = row.split("\t")
+            zones.setdefault(country, name)
+    return zones
+
+
+def country_time_zone(country: str) -> str:
+    """The main IANA zone of an ISO 3166 country (US: America/New_York), UTC when unknown: a
+    first guess for a profile learned from an order, which a salesperson then checks."""
+    return _country_zones().get(country.upper(), "UTC")
 
 
 def is_time_zone(name: str) -> bool:

@@ -4,8 +4,8 @@ occurrence, per reminder: the unique keys of `notifications` make duplicates har
 
 An email about an order needs what only other events carry (the delivery email and
 language from OrderPlaced, the confirmation number from OrderConfirmed). Topics are not
-ordered relative to each other, so an event that arrives first is parked and rendered when
-the missing event arrives.
+ordered relative to each other, so an event that arrives first is parked (runtime.parking,
+under the order id, one slot per email kind) and rendered when the missing event arrives.
 """
 from __future__ import annotations
 
@@ -15,12 +15,15 @@ from typing import Any
 
 from babel.core import get_global
 
+from runtime import parking
 from runtime.errors import Rejected
 from runtime.uow import UnitOfWork
-from schemas import (REGISTRY, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipped, PaymentDeclined,
-                     ReminderDue, StandingOrderOccurrenceFailed, deterministic_id)
+from schemas import (InvoiceIssued, InvoiceOverdue, OrderCancelled, OrderConfirmed, OrderPlaced,
+                     OrderRefunded, OrderShipped, PaymentDeclined, ReminderDue, StandingOrderOccurrenceFailed,
+                     deterministic_id)
 from services.notifications import store
-from services.notifications.templates import kind_of, render, resolve_language
+from services.notifications.pdf import NoFont, render_pdf
+from services.notifications.templates import compose, kind_of, render, resolve_language
 
 log = logging.getLogger(__name__)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -64,18 +67,22 @@ def on_order_confirmed(event: OrderConfirmed, uow: UnitOfWork) -> None:
 
 # --- emails that need the order's contact details ----------------------------------------
 
-def on_order_email(event: OrderShipped | PaymentDeclined | OrderCancelled, uow: UnitOfWork) -> None:
-    """OrderShipped, PaymentDeclined, OrderCancelled: rendered now, or parked until the order is known."""
+def on_order_email(event: OrderShipped | PaymentDeclined | OrderCancelled | OrderRefunded, uow: UnitOfWork) -> None:
+    """OrderShipped, PaymentDeclined, OrderCancelled, OrderRefunded: rendered now, or parked until
+    the order is known."""
     store.lock_order(uow.conn, event.order_id)
     contact = store.order_contact(uow.conn, event.order_id)
     if _ready(event, contact):
         _queue_order_email(uow, event, contact)
         return
-    kind = kind_of(event)
-    log.info("%s for order %s parked until the order's %s arrives", type(event).__name__, event.order_id,
-             "details" if contact is None else "confirmation")
-    store.park(uow.conn, order_id=event.order_id, kind=kind, event_type=type(event).__name__,
-               payload=event.model_dump(mode="json"), now=uow.now())
+    log.info("%s for order %s parked until %s arrives", type(event).__name__, event.order_id,
+             _waiting_for(contact))
+    parking.park(uow.conn, subject=event.order_id, slot=kind_of(event), event=event,
+                 waiting_for=_waiting_for(contact), now=uow.now())
+
+
+def _waiting_for(contact: dict | None) -> str:
+    return "the order's OrderPlaced" if contact is None else "the order's OrderConfirmed (its confirmation number)"
 
 
 def _ready(event: Any, contact: dict | None) -> bool:
@@ -102,11 +109,13 @@ def _queue_order_email(uow: UnitOfWork, event: Any, contact: dict) -> None:
 
 def _release_parked(uow: UnitOfWork, order_id: str) -> None:
     contact = store.order_contact(uow.conn, order_id)
-    for row in store.parked(uow.conn, order_id):
-        event = REGISTRY[row["event_type"]].model_validate(row["payload"])
-        if _ready(event, contact):
-            _queue_order_email(uow, event, contact)
-            store.unpark(uow.conn, order_id, row["kind"])
+    for parked in parking.waiting(uow.conn, order_id):
+        if _ready(parked.event, contact):
+            _queue_order_email(uow, parked.event, contact)
+            parking.unpark(uow.conn, order_id, parked.slot)
+        elif parked.waiting_for != _waiting_for(contact):
+            parking.park(uow.conn, subject=order_id, slot=parked.slot, event=parked.event,
+                         waiting_for=_waiting_for(contact), now=uow.now())
 
 
 # --- emails whose event carries everything -----------------------------------------------
@@ -135,6 +144,42 @@ def on_reminder_due(event: ReminderDue, uow: UnitOfWork) -> None:
                 body_text=email.text, body_html=email.html, now=uow.now())
 
 
+# --- supplier-account documents, to the account's billing contact -----------------------
+
+def on_invoice_issued(event: InvoiceIssued, uow: UnitOfWork) -> None:
+    """The invoice email, with the invoice as a PDF (the same content as the HTML part)."""
+    if event.billing_email is None:
+        log.info("invoice %s: the account has no billing email; nothing to send", event.invoice_number)
+        return
+    language = resolve_language(event.language)
+    extra = {"time_zone": event.time_zone}
+    email = render(event, language, extra=extra)
+    try:
+        attachment = (f"{event.invoice_number}.pdf", render_pdf(compose(event, language, extra=extra)))
+    except NoFont as exc:
+        # a deployment without the font: the invoice still goes out (its HTML part says it all)
+        log.warning("invoice %s emailed without its PDF: %s", event.invoice_number, exc)
+        attachment = None
+    store.queue(uow.conn, notification_id=notification_id("invoice", event.invoice_number), kind="invoice",
+                document=event.invoice_number, customer_id=event.customer_id, recipient=event.billing_email,
+                language=language, subject=email.subject, body_text=email.text, body_html=email.html,
+                now=uow.now(), attachment=attachment)
+
+
+def on_invoice_overdue(event: InvoiceOverdue, uow: UnitOfWork) -> None:
+    """One reminder email per invoice and step."""
+    if event.billing_email is None:
+        log.info("invoice %s overdue: the account has no billing email; nothing to send", event.invoice_number)
+        return
+    language = resolve_language(event.language)
+    email = render(event, language)
+    document = f"{event.invoice_number}/{event.step_days}"
+    store.queue(uow.conn, notification_id=notification_id("invoice_overdue", document), kind="invoice_overdue",
+                document=document, customer_id=event.customer_id, recipient=event.billing_email,
+                language=language, subject=email.subject, body_text=email.text, body_html=email.html,
+                now=uow.now())
+
+
 HANDLERS = {
     "OrderPlaced": on_order_placed,
     "OrderConfirmed": on_order_confirmed,
@@ -143,4 +188,7 @@ HANDLERS = {
     "OrderCancelled": on_order_email,
     "StandingOrderOccurrenceFailed": on_standing_order_occurrence_failed,
     "ReminderDue": on_reminder_due,
+    "InvoiceIssued": on_invoice_issued,
+    "InvoiceOverdue": on_invoice_overdue,
+    "OrderRefunded": on_order_email,
 }

@@ -1,25 +1,45 @@
 """Delivering queued emails to the SMTP relay (the `sender` worker of the notifications service).
 
-Delivery guarantee. The worker takes one pending row at a time (`FOR UPDATE SKIP LOCKED`, so
-replicas never send the same row concurrently), hands the message to the relay, and in the
-SAME transaction marks the row sent and emits NotificationSent. A crash (or a lost database
-connection) after the relay accepted the message but before that commit leaves the row
-pending, so that one email is sent again: at-least-once to the relay, with the same
-Message-ID (derived from the notification id) so receivers can deduplicate. One email per
-transaction keeps that window to a single SMTP conversation — the narrowest possible
-without two-phase commit, which SMTP does not offer. NotificationSent has a deterministic
-event id, so it is published once per email whatever happens.
+Delivery guarantee. The worker takes the due rows one at a time (`FOR UPDATE SKIP LOCKED`, so
+replicas never send the same row concurrently), hands each message to the relay over one SMTP
+session, and in the SAME transaction marks each row sent and emits its NotificationSent; one
+transaction carries up to Settings.email_batch_size emails (10) and commits once. A crash (or
+a lost database connection) after the relay accepted messages but before that commit leaves
+their rows pending, so those emails are sent again: at-least-once to the relay, with the same
+Message-ID (derived from the notification id) so receivers can deduplicate. The resend window
+is therefore at most email_batch_size emails (1 would make it a single SMTP conversation, the
+narrowest possible without two-phase commit, which SMTP does not offer, at a commit per email:
+the sender's limit). NotificationSent has a deterministic event id, so it is published once per
+email whatever happens.
 
-SMTP failures never skip an email: the row stays pending, `attempts` and `last_error` record
-what happened, and it is tried again after an exponential backoff (capped), for as long as
-it takes. The relay and the transport are injectable (tests point the worker at a refusing
-port, or replace SMTP with a function).
+Failures for now never skip an email: connection refused, timeouts, a 4xx reply, a session-level
+refusal (our sender, EHLO, authentication: the same for every email) leave the row pending;
+`attempts` and `last_error` record what happened, and it is tried again after an exponential
+backoff (capped), for up to Settings.email_retry_window_s from its first failure. While the
+relay keeps failing, the "smtp relay" stall shows it in /readyz and salesbus_stalled_seconds.
+
+One email must never stop the others (a row taken first again and again, or an exception that
+takes the process down, stops every customer's email). An email that can never go out is set
+aside for good, in the transaction that holds its row lock: status `failed`, `last_error` the
+reason, `failed_at`, counted in salesbus_set_aside_total:
+  - the message cannot be built (a recipient the email package does not read as exactly that one
+    address, e.g. "a:b@example.com" is a group holding b@example.com; a header with a line break),
+    or its NotificationSent would be invalid: checked before the relay sees anything, so an email
+    is never sent and then rolled back to be sent again;
+  - the relay refuses this message permanently (5xx to RCPT or DATA);
+  - it kept failing for now for longer than the retry window ("gave up after N attempts over W").
+  - the database refuses for good to record what happened to it (a savepoint per email: the
+    batch's other emails stay recorded as sent, and are not sent again).
+The worker runs under runtime.containment.guarded_loop: nothing it raises ends the loop. The
+relay and the transport are injectable (tests point the worker at a refusing port, or replace
+SMTP with a function).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime
 import email.policy
 from email.message import EmailMessage
@@ -27,17 +47,45 @@ from email.utils import format_datetime
 from typing import Any, Callable
 
 import aiosmtplib
-from prometheus_client import Counter
+import psycopg
+from prometheus_client import Counter, Gauge
 
 from runtime.config import Settings
-from runtime.db import TRANSIENT_DB_ERRORS
+from runtime.containment import LOOP_ERRORS, SET_ASIDE, Fault, Stalls, classify, guarded_loop, reason_of, storable
 from schemas import NotificationSent, deterministic_id
 from services.notifications import store
 
 log = logging.getLogger(__name__)
 EMAILS = Counter("salesbus_emails_total", "Emails handed to the SMTP relay, by outcome", ["kind", "outcome"])
-# Everything a relay (or the way to it) can do wrong; anything else is a bug and stops the worker.
+PENDING = Gauge("salesbus_emails_pending", "Emails queued and not yet sent (due or waiting for a retry)")
+PENDING_AGE = Gauge("salesbus_emails_oldest_pending_seconds", "How long the oldest pending email has waited")
+#: how often the sender refreshes the backlog gauges (one indexed count)
+BACKLOG_EVERY_S = 5.0
+# Everything a relay (or the way to it) can do wrong; anything else is a bug (logged and counted,
+# the row retried with backoff like a failure for now).
 SMTP_FAILURES = (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError)
+SERVICE = "notifications"
+LOOP = "sender"
+#: the stall shown while the relay keeps failing (the sender loop itself is flowing)
+RELAY_LOOP = "smtp relay"
+# 5xx replies about the session, not this message: the same for every email (our sender address,
+# EHLO, authentication, the greeting), so they are a configuration problem to fix and retried.
+_SESSION_REFUSALS = (aiosmtplib.SMTPSenderRefused, aiosmtplib.SMTPHeloError, aiosmtplib.SMTPAuthenticationError,
+                     aiosmtplib.SMTPConnectResponseError)
+
+
+def permanent_refusal(exc: BaseException) -> int | None:
+    """The 5xx code when the relay refused this message for good, None when trying later may work.
+
+    Permanent: a 5xx reply to RCPT (every recipient refused with 5xx) or DATA, or any other 5xx
+    reply about the message. For now: connection refused or lost, timeouts, 4xx replies (a full
+    mailbox, greylisting), a refusal without a code, and 5xx replies about the session."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        codes = [r.code for r in exc.recipients]
+        return min(codes) if codes and all(500 <= c < 600 for c in codes) else None
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and not isinstance(exc, _SESSION_REFUSALS):
+        return exc.code if 500 <= exc.code < 600 else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -83,9 +131,11 @@ class SmtpSession:
             self.client = aiosmtplib.SMTP(hostname=relay.host, port=relay.port, timeout=relay.timeout_s)
             await self.client.connect()
             self.relay = relay
-        refused, _reply = await self.client.sendmail(message["From"], [message["To"]], wire_bytes(message))
-        if refused:
-            raise aiosmtplib.SMTPException(f"recipients refused: {refused}")
+        recipients = [a.addr_spec for a in message["To"].addresses]   # build_message checked: exactly one
+        refused, _reply = await self.client.sendmail(message["From"], recipients, wire_bytes(message))
+        if refused:   # some, not all, refused: keep their codes so permanent_refusal can read them
+            raise aiosmtplib.SMTPRecipientsRefused(
+                [aiosmtplib.SMTPRecipientRefused(r.code, r.message, addr) for addr, r in refused.items()])
 
     async def _close(self) -> None:
         client, self.client = self.client, None
@@ -107,16 +157,26 @@ class Outcome:
     attempts: int                  # including this one
     error: str | None = None
     retry_in_s: float | None = None
+    #: the relay refused this message for good (5xx to RCPT/DATA): trying again cannot help
+    permanent: bool = False
+    code: int | None = None        # the relay's reply code when it refused for good
+    #: the worker set the email aside (status failed): permanent, unbuildable, or out of time
+    set_aside: bool = False
 
 
 def attempt_delivery(message: EmailMessage, send: Callable[[EmailMessage], None], attempts_before: int,
                      *, base_s: float = 1.0, cap_s: float = 600.0) -> Outcome:
-    """One try: what to record. An SMTP failure becomes a retry, never a skip."""
+    """One try: what to record. An SMTP failure for now becomes a retry, a permanent refusal
+    (permanent_refusal) is said so; anything else is not the relay's and propagates."""
     attempts = attempts_before + 1
     try:
         send(message)
     except SMTP_FAILURES as exc:
-        return Outcome(False, attempts, f"{type(exc).__name__}: {exc}"[:1000], retry_delay_s(attempts, base_s, cap_s))
+        error = storable(f"{type(exc).__name__}: {exc}")
+        code = permanent_refusal(exc)
+        if code is not None:
+            return Outcome(False, attempts, error, None, permanent=True, code=code)
+        return Outcome(False, attempts, error, retry_delay_s(attempts, base_s, cap_s))
     return Outcome(True, attempts)
 
 
@@ -131,10 +191,14 @@ _NO_FOLDING = email.policy.default.clone(max_line_length=998)
 
 
 def build_message(row: dict[str, Any], *, sender: str, date: datetime) -> EmailMessage:
-    """multipart/alternative (plain text, then HTML) with the headers receivers and support use."""
+    """multipart/alternative (plain text, then HTML) with the headers receivers and support use.
+
+    Raises (ValueError and the email package's own errors) when the row cannot make a message
+    that goes to its recipient and nobody else: the caller sets such a row aside."""
     msg = EmailMessage(policy=_NO_FOLDING)
     msg["From"] = sender
     msg["To"] = row["recipient"]
+    _check_single_mailbox(msg["To"], row["recipient"])
     msg["Subject"] = row["subject"]
     msg["Date"] = format_datetime(date)
     # the same for every attempt: a receiver can drop the copy a crash may have resent
@@ -145,60 +209,201 @@ def build_message(row: dict[str, Any], *, sender: str, date: datetime) -> EmailM
     msg["X-Salesbus-Notification-Id"] = row["notification_id"]
     msg.set_content(row["body_text"])
     msg.add_alternative(row["body_html"], subtype="html")
+    if row.get("attachment") is not None:   # an invoice's PDF, beside the text and HTML parts
+        msg.make_mixed()
+        msg.add_attachment(bytes(row["attachment"]), maintype="application", subtype="pdf",
+                           filename=row["attachment_name"] or "document.pdf")
     msg["Content-Language"] = row["language"]   # after the parts: set_content clears Content-* headers
     return msg
 
 
+def _check_single_mailbox(header: Any, recipient: str) -> None:
+    """The To header must be exactly `recipient`, one plain address. Our contract's pattern lets
+    through strings the email package reads otherwise: "a:b@example.com" is a group named "a"
+    holding b@example.com, "a;b@example.com" is the local user "a", "x<y@example.com" is y."""
+    addresses = getattr(header, "addresses", ())
+    groups = getattr(header, "groups", ())
+    if (len(addresses) != 1 or len(groups) != 1 or groups[0].display_name is not None
+            or addresses[0].display_name or not addresses[0].domain or addresses[0].addr_spec != recipient):
+        raise ValueError(f"recipient {recipient!r} is not one plain email address "
+                         f"(the email package reads it as {str(header)!r})")
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
 class SenderWorker:
-    """`worker(ctx)`: delivers due emails until ctx.stopping is set."""
+    """`worker(ctx)`: delivers due emails until ctx.stopping is set, under guarded_loop."""
 
     def __init__(self, *, relay: Callable[[Settings], Relay] = relay_from_settings,
                  transport: Transport | None = None, idle_s: float = 0.5,
-                 base_s: float = 1.0, cap_s: float = 600.0):
+                 base_s: float = 1.0, cap_s: float = 600.0, retry_window_s: float | None = None):
         self.__name__ = "sender"
         self.relay, self.transport = relay, transport or SmtpSession()
         self.idle_s, self.base_s, self.cap_s = idle_s, base_s, cap_s
+        #: None: Settings.email_retry_window_s (tests may set a short one)
+        self.retry_window_s = retry_window_s
+        self._relay_stalled = False
+        self._backlog_at = 0.0
 
     def __call__(self, ctx) -> None:
-        db_delay = 0.1
-        while not ctx.stopping.is_set():
-            try:
-                outcome = self.deliver_next(ctx)
-                db_delay = 0.1
-            except TRANSIENT_DB_ERRORS as exc:
-                # the database went away: retried like the consumer does; an email the relay
-                # accepted just before is the at-least-once resend described above
-                log.warning("notifications sender: database unavailable (%s); retrying in %.1fs", exc, db_delay)
-                ctx.stopping.wait(db_delay)
-                db_delay = min(db_delay * 2, 5.0)
-                continue
-            if outcome is None or not outcome.sent:
-                ctx.stopping.wait(self.idle_s)   # nothing due, or the relay is struggling
+        # A database fault is retried with backoff and shown as the "sender" stall; anything
+        # unexpected is logged and counted; the loop (and the process) goes on either way.
+        guarded_loop(SERVICE, LOOP, lambda: self.step(ctx), ctx.stopping, stalls=self._stalls(ctx),
+                     idle_s=self.idle_s)
+
+    @staticmethod
+    def _stalls(ctx) -> Stalls:
+        stalls = getattr(ctx, "stalls", None)
+        if stalls is None:
+            stalls = ctx.stalls = Stalls(SERVICE)
+        return stalls
+
+    def step(self, ctx) -> bool:
+        """Up to email_batch_size emails in one transaction; True when the next may go at once,
+        False to wait `idle_s`."""
+        stalls = self._stalls(ctx)
+        if time.monotonic() - self._backlog_at >= BACKLOG_EVERY_S:
+            self._backlog_at = time.monotonic()
+            with ctx.unit_of_work() as uow:
+                count, age = store.pending_backlog(uow.conn)
+            PENDING.set(count)
+            PENDING_AGE.set(age)
+        outcomes = self.deliver_due(ctx, ctx.settings.email_batch_size)
+        if not outcomes:
+            if self._relay_stalled:
+                # nothing left to retry (sent or set aside): the relay holds nothing up any more
+                with ctx.unit_of_work() as uow:
+                    if not store.has_pending(uow.conn):
+                        self._relay_flowing(stalls)
+            return False
+        if any(o.sent for o in outcomes):
+            self._relay_flowing(stalls)
+        outcome = outcomes[-1]   # only the last can be one the relay did not take (deliver_due stops there)
+        if outcome.sent:
+            return True
+        if outcome.set_aside:
+            return True        # that email is done with: the next one at once
+        stalls.retrying(RELAY_LOOP, outcome.error or "the relay did not accept the email")
+        self._relay_stalled = True
+        return False           # the relay is struggling: pause before the next email
+
+    def _relay_flowing(self, stalls: Stalls) -> None:
+        if self._relay_stalled:
+            stalls.flowing(RELAY_LOOP)
+            self._relay_stalled = False
 
     def deliver_next(self, ctx) -> Outcome | None:
-        """Deliver the next due email, if any; returns what happened."""
+        """Deliver the next due email, if any, in a transaction of its own; returns what happened."""
+        outcomes = self.deliver_due(ctx, 1)
+        return outcomes[0] if outcomes else None
+
+    def deliver_due(self, ctx, limit: int) -> list[Outcome]:
+        """Up to `limit` due emails, each handled as deliver_next would, all in ONE transaction
+        (one commit: a commit per email capped the sender). Stops at the first email the relay did
+        not take (it is struggling: the rest wait for the pause) and when the service stops. A fault
+        that ends the transaction sends what this batch had sent again (the module's resend window);
+        one the database refuses for one email sets that email aside and keeps the rest."""
+        outcomes: list[Outcome] = []
         with ctx.unit_of_work() as uow:
-            row = store.next_due(uow.conn)
-            if row is None:
-                return None
+            while len(outcomes) < limit:
+                # one row at a time: rows this transaction has sent, retried or set aside are no
+                # longer due, and other replicas still take the rest (SKIP LOCKED)
+                row = store.next_due(uow.conn)
+                if row is None:
+                    break
+                try:
+                    # a savepoint per email: the database refusing one email's record for good
+                    # must not roll back the batch, or the emails already handed to the relay
+                    # would be sent again on every retry (a poison row's damage widened by 10)
+                    with uow.savepoint():
+                        outcome = self._deliver(ctx, uow, row)
+                except psycopg.Error as exc:
+                    if classify(exc, uow.conn) is not Fault.PERMANENT:
+                        raise   # the database is away: the guard retries the step (the batch resends)
+                    outcome = self._set_aside(uow, row, row["attempts"] + 1,
+                                              f"its outcome could not be recorded: {reason_of(exc)}",
+                                              "unrecordable")
+                outcomes.append(outcome)
+                if not (outcome.sent or outcome.set_aside) or ctx.stopping.is_set():
+                    break
+        return outcomes
+
+    def _deliver(self, ctx, uow, row: dict[str, Any]) -> Outcome:
+        """One locked row: build, send, and record the outcome in the caller's transaction."""
+        attempts = row["attempts"] + 1
+        try:
             message = build_message(row, sender=ctx.settings.smtp_sender, date=uow.now())
-            relay = self.relay(ctx.settings)
+            # validated before the relay sees anything: an announcement failing after the
+            # send would roll the row back to pending and send the email again and again
+            announcement = NotificationSent(
+                notification_id=row["notification_id"], customer_id=row["customer_id"],
+                order_id=row["order_id"], kind=row["kind"], recipient=row["recipient"],
+                subject=row["subject"], language=row["language"], sent_at=uow.now())
+        except Exception as exc:  # noqa: BLE001 - whatever the row holds, it cannot become an email
+            return self._set_aside(uow, row, attempts, f"the message cannot be built: {reason_of(exc)}",
+                                   type(exc).__name__)
+        relay = self.relay(ctx.settings)
+        try:
             outcome = attempt_delivery(message, lambda m: self.transport(m, relay), row["attempts"],
                                        base_s=self.base_s, cap_s=self.cap_s)
-            if outcome.sent:
-                sent_at = uow.now()
-                store.mark_sent(uow.conn, row["notification_id"], attempts=outcome.attempts, sent_at=sent_at)
-                uow.emit(NotificationSent(
-                    notification_id=row["notification_id"], customer_id=row["customer_id"],
-                    order_id=row["order_id"], kind=row["kind"], recipient=row["recipient"],
-                    subject=row["subject"], language=row["language"], sent_at=sent_at),
-                    event_id=deterministic_id("NotificationSent", row["notification_id"]))
-                EMAILS.labels(row["kind"], "sent").inc()
-            else:
-                store.record_failure(uow.conn, row["notification_id"], attempts=outcome.attempts,
-                                     error=outcome.error, retry_in_s=outcome.retry_in_s)
-                EMAILS.labels(row["kind"], "retry").inc()
-                log.warning("email %s (%s to %s) not accepted by %s:%s, attempt %d, retrying in %.0fs: %s",
-                            row["notification_id"], row["kind"], row["recipient"], relay.host, relay.port,
-                            outcome.attempts, outcome.retry_in_s, outcome.error)
+        except Exception as exc:  # noqa: BLE001 - not the relay's: a bug, maybe only for this row
+            LOOP_ERRORS.labels(SERVICE, LOOP).inc()
+            log.exception("email %s: unexpected error while sending; retried later", row["notification_id"])
+            outcome = Outcome(False, attempts, storable(f"unexpected {reason_of(exc)}"),
+                              retry_delay_s(attempts, self.base_s, self.cap_s))
+        if outcome.sent:
+            sent_at = uow.now()
+            store.mark_sent(uow.conn, row["notification_id"], attempts=outcome.attempts, sent_at=sent_at)
+            uow.emit(announcement.model_copy(update={"sent_at": sent_at}),
+                     event_id=deterministic_id("NotificationSent", row["notification_id"]))
+            EMAILS.labels(row["kind"], "sent").inc()
             return outcome
+        if outcome.permanent:
+            return self._set_aside(uow, row, attempts, f"refused by {relay.host}:{relay.port}: {outcome.error}",
+                                   f"smtp_{outcome.code}", outcome)
+        window_s = self.retry_window_s if self.retry_window_s is not None else ctx.settings.email_retry_window_s
+        failing_for_s = row.get("failing_for_s")
+        if failing_for_s is not None and failing_for_s >= window_s:
+            return self._set_aside(
+                uow, row, attempts, f"gave up after {attempts} attempts over {_span(failing_for_s)} "
+                                    f"(retry window {_span(window_s)}); last error: {outcome.error}",
+                "gave_up", outcome)
+        store.record_failure(uow.conn, row["notification_id"], attempts=outcome.attempts,
+                             error=outcome.error, retry_in_s=outcome.retry_in_s)
+        EMAILS.labels(row["kind"], "retry").inc()
+        log.warning("email %s (%s to %s) not accepted by %s:%s, attempt %d, retrying in %.0fs: %s",
+                    row["notification_id"], row["kind"], row["recipient"], relay.host, relay.port,
+                    outcome.attempts, outcome.retry_in_s, outcome.error)
+        return outcome
+
+    def _set_aside(self, uow, row: dict[str, Any], attempts: int, reason: str, reason_class: str,
+                   outcome: Outcome | None = None) -> Outcome:
+        """Mark the locked row failed, in its own transaction, inside a savepoint: should the
+        UPDATE fail, the transaction is still usable and the row is pushed back instead."""
+        nid, reason = row["notification_id"], storable(reason)
+        try:
+            with uow.conn.transaction():
+                store.mark_failed(uow.conn, nid, attempts=attempts, reason=reason, failed_at=uow.now())
+        except psycopg.Error as exc:
+            if classify(exc, uow.conn) is not Fault.PERMANENT:
+                raise   # the database is away: the whole step is retried by the guard
+            # Could not even mark it: out of the way for cap_s, so it does not hold up the queue.
+            LOOP_ERRORS.labels(SERVICE, LOOP).inc()
+            log.error("email %s could not be marked failed (%s); retried in %.0fs", nid, reason_of(exc), self.cap_s)
+            with uow.conn.transaction():
+                store.record_failure(uow.conn, nid, attempts=attempts, error=reason, retry_in_s=self.cap_s)
+            return Outcome(False, attempts, reason, self.cap_s, set_aside=True)
+        SET_ASIDE.labels(SERVICE, LOOP, reason_class).inc()
+        EMAILS.labels(row["kind"], "failed").inc()
+        log.error("email %s (%s to %r) set aside as failed after %d attempt(s): %s", nid, row["kind"],
+                  row["recipient"], attempts, reason)
+        return replace(outcome or Outcome(False, attempts), attempts=attempts, error=reason, retry_in_s=None,
+                       set_aside=True)

@@ -1,4 +1,4 @@
-"""The notifications service's SQL: order contacts, parked events and the email queue."""
+"""The notifications service's SQL: order contacts and the email queue (parked events: runtime.parking)."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -39,45 +39,46 @@ def order_contact(conn: psycopg.Connection, order_id: str) -> dict[str, Any] | N
     return conn.execute("SELECT * FROM order_contacts WHERE order_id = %s", (order_id,)).fetchone()
 
 
-def park(conn: psycopg.Connection, *, order_id: str, kind: str, event_type: str, payload: dict,
-         now: datetime) -> None:
-    conn.execute(
-        """INSERT INTO parked_events (order_id, kind, event_type, payload, parked_at)
-           VALUES (%s, %s, %s, %s, %s) ON CONFLICT (order_id, kind) DO NOTHING""",
-        (order_id, kind, event_type, Jsonb(payload), now))
-
-
-def parked(conn: psycopg.Connection, order_id: str) -> list[dict[str, Any]]:
-    return conn.execute("SELECT * FROM parked_events WHERE order_id = %s ORDER BY parked_at",
-                        (order_id,)).fetchall()
-
-
-def unpark(conn: psycopg.Connection, order_id: str, kind: str) -> None:
-    conn.execute("DELETE FROM parked_events WHERE order_id = %s AND kind = %s", (order_id, kind))
-
-
 def queue(conn: psycopg.Connection, *, notification_id: str, kind: str, customer_id: str, recipient: str,
           language: str, subject: str, body_text: str, body_html: str, now: datetime,
           order_id: str | None = None, reminder_id: str | None = None,
-          standing_order_id: str | None = None, occurrence: int | None = None) -> bool:
-    """Queue one email; False when it was already queued (redelivery, or a duplicate event)."""
+          standing_order_id: str | None = None, occurrence: int | None = None, document: str | None = None,
+          attachment: tuple[str, bytes] | None = None) -> bool:
+    """Queue one email; False when it was already queued (redelivery, or a duplicate event).
+    `attachment`: (file name, PDF bytes)."""
+    name, data = attachment or (None, None)
     row = conn.execute(
         """INSERT INTO notifications (notification_id, kind, order_id, reminder_id, standing_order_id, occurrence,
-                                      customer_id, recipient, language, subject, body_text, body_html, queued_at)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                      customer_id, recipient, language, subject, body_text, body_html, queued_at,
+                                      document, attachment_name, attachment)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT DO NOTHING RETURNING notification_id""",
         (notification_id, kind, order_id, reminder_id, standing_order_id, occurrence, customer_id, recipient,
-         language, subject, body_text, body_html, now)).fetchone()
+         language, subject, body_text, body_html, now, document, name, data)).fetchone()
     return row is not None
 
 
 def next_due(conn: psycopg.Connection) -> dict[str, Any] | None:
-    """The oldest pending email whose retry time has come, locked; replicas skip each other's."""
+    """The oldest pending email whose retry time has come, locked; replicas skip each other's.
+    `failing_for_s`: seconds since its first failed attempt (None if it never failed)."""
     return conn.execute(
-        """SELECT * FROM notifications
+        """SELECT *, extract(epoch FROM now() - first_failed_at)::float8 AS failing_for_s FROM notifications
            WHERE status = 'pending' AND next_attempt_at <= now()
            ORDER BY next_attempt_at, queued_at LIMIT 1
            FOR UPDATE SKIP LOCKED""").fetchone()
+
+
+def has_pending(conn: psycopg.Connection) -> bool:
+    """Any email still to go out, due now or waiting for its retry."""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM notifications WHERE status = 'pending')").fetchone()["exists"]
+
+
+def pending_backlog(conn: psycopg.Connection) -> tuple[int, float]:
+    """(emails pending, seconds the oldest has waited); queued_at is business time, which the demo
+    moves ahead: an age below zero reads as 0."""
+    row = conn.execute("""SELECT count(*) AS n, greatest(0, COALESCE(extract(epoch FROM now() - min(queued_at)), 0))
+                          AS age FROM notifications WHERE status = 'pending'""").fetchone()
+    return row["n"], float(row["age"])
 
 
 def mark_sent(conn: psycopg.Connection, notification_id: str, *, attempts: int, sent_at: datetime) -> None:
@@ -88,7 +89,19 @@ def mark_sent(conn: psycopg.Connection, notification_id: str, *, attempts: int, 
 
 def record_failure(conn: psycopg.Connection, notification_id: str, *, attempts: int, error: str,
                    retry_in_s: float) -> None:
+    """A failure for now: try again in `retry_in_s`; the first one starts the retry window."""
     conn.execute(
         """UPDATE notifications
-           SET attempts = %s, last_error = %s, next_attempt_at = now() + make_interval(secs => %s)
+           SET attempts = %s, last_error = %s, next_attempt_at = now() + make_interval(secs => %s),
+               first_failed_at = COALESCE(first_failed_at, now())
            WHERE notification_id = %s""", (attempts, error, retry_in_s, notification_id))
+
+
+def mark_failed(conn: psycopg.Connection, notification_id: str, *, attempts: int, reason: str,
+                failed_at: datetime) -> None:
+    """Set the email aside for good: it is never taken again (listed by `salesbus set-aside`)."""
+    conn.execute(
+        """UPDATE notifications
+           SET status = 'failed', attempts = %s, last_error = %s, failed_at = %s,
+               first_failed_at = COALESCE(first_failed_at, now())
+           WHERE notification_id = %s""", (attempts, reason, failed_at, notification_id))

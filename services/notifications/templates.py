@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import html as _html
 from dataclasses import dataclass
-from datetime import datetime, timezone, tzinfo
+from datetime import date, datetime, timezone, tzinfo
 from typing import Any, Callable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,6 +25,7 @@ from babel.numbers import format_currency, format_decimal
 
 from schemas.events.crm import ReminderDue
 from schemas.events.orders import OrderCancelled, OrderConfirmed, OrderShipped, PaymentDeclined
+from schemas.events.payments import InvoiceIssued, InvoiceOverdue, OrderRefunded
 from schemas.events.scheduling import StandingOrderOccurrenceFailed
 from schemas.types import Delivery, Money
 from services.notifications.messages import DEFAULT_LANGUAGE, MESSAGES
@@ -36,6 +37,9 @@ KIND_OF: dict[type, str] = {
     OrderCancelled: "order_cancelled",
     StandingOrderOccurrenceFailed: "standing_order_failed",
     ReminderDue: "reminder",
+    InvoiceIssued: "invoice",
+    InvoiceOverdue: "invoice_overdue",
+    OrderRefunded: "order_refunded",
 }
 LANGUAGES: tuple[str, ...] = tuple(MESSAGES)
 
@@ -91,6 +95,10 @@ class _Fmt:
 
     def day(self, dt: datetime) -> str:
         return format_date(dt.astimezone(self.tz), "long", locale=self.lang)
+
+    def calendar_day(self, d: date) -> str:
+        """A calendar date as it is (an invoice's local date: no zone to convert)."""
+        return format_date(d, "long", locale=self.lang)
 
     def address(self, d: Delivery) -> list[str]:
         country = Locale.parse(self.lang).territories.get(d.country, d.country)
@@ -176,6 +184,46 @@ def _reminder(e: ReminderDue, f: _Fmt, extra: Mapping[str, Any]) -> Built:
     return f.t("rm_subject", title=e.title, customer=e.customer_name), None, blocks
 
 
+def _invoice(e: InvoiceIssued, f: _Fmt, extra: Mapping[str, Any]) -> Built:
+    headers = tuple(f.t(k) for k in ("col_product", "col_sku", "col_quantity", "col_unit_price", "col_line_total"))
+    rows = [(ln.name, ln.sku, f.number(ln.quantity), f.money(ln.unit_price), f.money(ln.line_total))
+            for ln in e.lines]
+    blocks: list[Block] = [
+        ("p", f.t("inv_intro", number=e.invoice_number, order=e.order_id)),
+        ("fields", [(f.t("label_invoice"), e.invoice_number), (f.t("label_order"), e.order_id),
+                    (f.t("label_issue_date"), f.calendar_day(e.issue_date)),
+                    (f.t("label_due_date"), f.calendar_day(e.due_date))]),
+        ("table", headers, rows, (f.t("label_amount_due"), f.money(e.total))),
+        ("fields", [(f.t("label_tax"), f.money(e.tax_total))]),
+        ("p", f.t("inv_outro")),
+    ]
+    return f.t("inv_subject", number=e.invoice_number), None, blocks
+
+
+def _invoice_overdue(e: InvoiceOverdue, f: _Fmt, extra: Mapping[str, Any]) -> Built:
+    blocks: list[Block] = [
+        ("p", f.t("od_intro", number=e.invoice_number, due=f.calendar_day(e.due_date),
+                  days=f.number(e.days_overdue))),
+        ("fields", [(f.t("label_invoice"), e.invoice_number), (f.t("label_due_date"), f.calendar_day(e.due_date)),
+                    (f.t("label_days_overdue"), f.number(e.days_overdue)),
+                    (f.t("label_open_amount"), f.money(e.open_amount))]),
+    ]
+    if e.on_hold:
+        blocks.append(("p", f.t("od_hold")))
+    blocks.append(("p", f.t("od_outro")))
+    return f.t("od_subject", number=e.invoice_number), None, blocks
+
+
+def _order_refunded(e: OrderRefunded, f: _Fmt, extra: Mapping[str, Any]) -> Built:
+    ref = extra.get("confirmation_number") or e.order_id
+    intro = "rf_intro_card" if e.method == "card" else "rf_intro_account"
+    blocks: list[Block] = [
+        ("p", f.t(intro, amount=f.money(e.amount), order=ref, reference=e.refund_reference)),
+        ("fields", [(f.t("label_refund_amount"), f.money(e.amount)), (f.t("label_refund"), e.refund_reference)]),
+    ]
+    return f.t("rf_subject", order=ref), None, blocks
+
+
 _BUILDERS: dict[str, Callable[[Any, _Fmt, Mapping[str, Any]], Built]] = {
     "order_confirmation": _order_confirmation,
     "shipping_confirmation": _shipping,
@@ -183,6 +231,9 @@ _BUILDERS: dict[str, Callable[[Any, _Fmt, Mapping[str, Any]], Built]] = {
     "order_cancelled": _order_cancelled,
     "standing_order_failed": _standing_failed,
     "reminder": _reminder,
+    "invoice": _invoice,
+    "invoice_overdue": _invoice_overdue,
+    "order_refunded": _order_refunded,
 }
 
 
@@ -193,18 +244,33 @@ def kind_of(event: Any) -> str:
     raise TypeError(f"no email template for {type(event).__name__}")
 
 
-def render(event: Any, language: str | None = None, extra: Mapping[str, Any] | None = None) -> RenderedEmail:
-    """The email for `event` in `language` (None: the event's own language; unknown: English)."""
+@dataclass(frozen=True)
+class Composed:
+    """What an email says, before it is laid out as text, HTML (or a PDF: pdf.py)."""
+    lang: str
+    subject: str
+    greeting: str
+    blocks: list[Block]
+    closing: tuple[str, str]
+
+
+def compose(event: Any, language: str | None = None, extra: Mapping[str, Any] | None = None) -> Composed:
     extra = extra or {}
     lang = resolve_language(language if language is not None else getattr(event, "language", None))
     f = _Fmt(lang, extra.get("time_zone"))
     subject, name, blocks = _BUILDERS[kind_of(event)](event, f, extra)
     name = name or extra.get("recipient_name")
     greeting = f.t("greeting", name=name) if name else f.t("greeting_generic")
-    closing = (f.t("sign_off"), f.t("team"))
     subject = " ".join(subject.split())   # one header line, whatever the values held
-    return RenderedEmail(subject=subject, text=_to_text(f, greeting, blocks, closing),
-                         html=_to_html(lang, subject, greeting, blocks, closing))
+    return Composed(lang, subject, greeting, blocks, (f.t("sign_off"), f.t("team")))
+
+
+def render(event: Any, language: str | None = None, extra: Mapping[str, Any] | None = None) -> RenderedEmail:
+    """The email for `event` in `language` (None: the event's own language; unknown: English)."""
+    c = compose(event, language, extra)
+    f = _Fmt(c.lang, None)
+    return RenderedEmail(subject=c.subject, text=_to_text(f, c.greeting, c.blocks, c.closing),
+                         html=_to_html(c.lang, c.subject, c.greeting, c.blocks, c.closing))
 
 
 def _to_text(f: _Fmt, greeting: str, blocks: list[Block], closing: tuple[str, str]) -> str:

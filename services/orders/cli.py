@@ -5,21 +5,21 @@ SALESBUS_ORDERS_URL, else the one `salesbus up` recorded in the data directory.
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
-import httpx
 import typer
 
+from runtime.cli_http import post_as
 from runtime.config import Settings
 
 app = typer.Typer(add_completion=False, help="Distribution-centre commands of the orders service.")
 
 
-def orders_url() -> str | None:
-    if os.environ.get("SALESBUS_ORDERS_URL"):
-        return os.environ["SALESBUS_ORDERS_URL"]
-    info = Settings().embedded() or {}
+def orders_url(cfg: Settings | None = None) -> str | None:
+    cfg = cfg or Settings()
+    if cfg.orders_url:
+        return cfg.orders_url
+    info = cfg.embedded() or {}
     port = (info.get("services") or {}).get("orders", {}).get("http")
     return f"http://127.0.0.1:{port}" if port else None
 
@@ -31,28 +31,16 @@ def ship(order_id: str = typer.Argument(..., help="the order that left the distr
          centre: str = typer.Option(..., help="distribution centre that filled the order, e.g. 'DC Zagreb'"),
          url: Optional[str] = typer.Option(None, help="orders service base URL")):
     """Mark an order shipped (the orders service then publishes OrderShipped)."""
-    key = os.environ.get("SALESBUS_API_KEY")
+    cfg = Settings()
+    key = cfg.api_key.get_secret_value() if cfg.api_key else None
     if not key:
         typer.echo("error: set SALESBUS_API_KEY to a warehouse API key", err=True)
         raise typer.Exit(2)
-    base = url or orders_url()
+    base = url or orders_url(cfg)
     if not base:
         typer.echo("error: no orders URL: pass --url or set SALESBUS_ORDERS_URL (or start `salesbus up`)", err=True)
         raise typer.Exit(2)
-    try:
-        resp = httpx.post(f"{base.rstrip('/')}/orders/{order_id}/shipments",
-                          json={"carrier": carrier, "tracking_number": tracking, "distribution_centre": centre},
-                          headers={"Authorization": f"Bearer {key}"}, timeout=30)
-    except httpx.HTTPError as exc:
-        typer.echo(f"error: cannot reach the orders service at {base}: {exc}", err=True)
-        raise typer.Exit(1)
-    if resp.status_code >= 400:
-        try:
-            detail = resp.json().get("detail", resp.text)
-        except ValueError:
-            detail = resp.text
-        typer.echo(f"error: {resp.status_code}: {detail}", err=True)
-        raise typer.Exit(1)
+    resp = post_as("orders", base, f"/orders/{order_id}/shipments", {"carrier": carrier, "tracking_number": tracking, "distribution_centre": centre}, key)
     order = resp.json()
     again = " (already recorded)" if resp.status_code == 200 else ""
     typer.echo(f"order {order['order_id']} ({order['confirmation_number']}) shipped{again}: "

@@ -77,10 +77,6 @@ class Decision:
     reason: str = ""
 
 
-class IllegalTransition(Exception):
-    """A step that the lifecycle refuses (see Decision.reason)."""
-
-
 def decide(state: State | str, step: Step | str) -> Decision:
     state, step = State(state), Step(step)
     target = TRANSITIONS.get((state, step))
@@ -102,10 +98,3 @@ def decide(state: State | str, step: Step | str) -> Decision:
         return Decision("ignore", state, f"the order is already {state}")
     raise AssertionError(f"lifecycle has no rule for {step} on {state}")  # pragma: no cover
 
-
-def advance(state: State | str, step: Step | str) -> State:
-    """The state after `step`; the same state for a stale step; IllegalTransition otherwise."""
-    decision = decide(state, step)
-    if decision.verdict in ("refuse", "wait"):
-        raise IllegalTransition(f"cannot {Step(step)} an order that is {State(state)}: {decision.reason}")
-    return decision.state

@@ -3,20 +3,20 @@ standing-order occurrences, and ships (endpoint and simulated distribution centr
 from pathlib import Path
 
 from runtime.service import Service
-from services.orders import api, handlers, standing_orders
+from runtime import parking
+from services.orders import api
 from services.orders.distribution_centre import simulated_distribution_centres
+from services.orders.handlers import HANDLERS
 
 SERVICE = Service(
     name="orders",
-    handlers={
-        "OrderPlaced": handlers.on_order_placed,
-        "PaymentVerified": handlers.on_payment_verified,
-        "PaymentDeclined": handlers.on_payment_declined,
-        "OrderShipped": handlers.on_order_shipped,
-        "ProductChanged": standing_orders.on_product_changed,
-        "RecurringOrderDue": standing_orders.on_recurring_order_due,
-    },
+    handlers=HANDLERS,
     migrations=Path(__file__).parent / "migrations",
     http_app=api.create_app,
-    workers=[simulated_distribution_centres],
+    workers=[simulated_distribution_centres, parking.expiry("orders")],
+    set_aside={
+        "orders the simulated distribution centre could not ship":
+            "SELECT order_id AS id, reason, failed_at AS at, centre "
+            "FROM simulated_shipment_failures ORDER BY failed_at DESC LIMIT 100",
+    },
 )

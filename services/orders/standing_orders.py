@@ -4,7 +4,7 @@ Pricing: every line is priced from the catalog entry in force at the occurrence'
 (ProductChanged keeps a history in catalog_prices), not from the prices when the standing order
 was set up; the order says so in its priced_note.
 
-Exactly once: the occurrence's order id is deterministic_id(standing_order_id, occurrence) and
+Exactly once: the occurrence's order id is derived from (standing_order_id, occurrence) and
 its OrderPlaced carries a deterministic event id; standing_occurrences remembers each handled
 occurrence, so a RecurringOrderDue delivered again (even with a new event id) places nothing new.
 
@@ -29,7 +29,9 @@ def on_product_changed(event: ProductChanged, uow: UnitOfWork) -> None:
 
 
 def occurrence_order_id(standing_order_id: str, occurrence: int) -> str:
-    return deterministic_id(standing_order_id, occurrence)
+    """`ord-<32 hex>`, the one order id shape (docs/api.md; the cart's checkout makes the same),
+    derived from the occurrence so that placing it again gives the same order."""
+    return "ord-" + deterministic_id(standing_order_id, occurrence).replace("-", "")
 
 
 def on_recurring_order_due(event: RecurringOrderDue, uow: UnitOfWork) -> None:

@@ -45,12 +45,40 @@ def order_lines(conn: psycopg.Connection, order_id: str) -> list[dict]:
     return conn.execute("SELECT * FROM order_lines WHERE order_id = %s ORDER BY line_no", (order_id,)).fetchall()
 
 
-def orders_of_customer(conn: psycopg.Connection, customer_id: str, limit: int) -> list[dict]:
-    return conn.execute(
-        """SELECT order_id, status, confirmation_number, total_amount, currency, channel, placed_at,
-                  confirmed_at, shipped_at, standing_order_id, occurrence
-           FROM orders WHERE customer_id = %s ORDER BY placed_at DESC, order_id LIMIT %s""",
-        (customer_id, limit)).fetchall()
+_SUMMARY = """order_id, customer_id, status, confirmation_number, total_amount, currency, channel, placed_at,
+              confirmed_at, shipped_at, standing_order_id, occurrence, {centre} AS distribution_centre"""
+
+
+def get_order_by_confirmation(conn: psycopg.Connection, number: str) -> dict | None:
+    return conn.execute("SELECT * FROM orders WHERE confirmation_number = %s", (number,)).fetchone()
+
+
+def orders_of_customer(conn: psycopg.Connection, customer_id: str, limit: int, offset: int,
+                       centre_sql: str) -> tuple[list[dict], int]:
+    """A page of a customer's orders, newest first, and how many there are."""
+    return find_orders(conn, {"customer_id": customer_id}, limit, offset, centre_sql, newest_first=True)
+
+
+def find_orders(conn: psycopg.Connection, filters: dict, limit: int, offset: int, centre_sql: str, *,
+                newest_first: bool = False) -> tuple[list[dict], int]:
+    """A page of orders matching every given filter (status, customer_id, email, placed_from
+    inclusive, placed_to exclusive, distribution_centre) and the count over all pages.
+    `centre_sql` is the SQL expression of an order's centre (distribution_centre.CENTRE_SQL)."""
+    where, args = [], {}
+    for name, sql in (("status", "status = %(status)s"), ("customer_id", "customer_id = %(customer_id)s"),
+                      ("email", "lower(delivery->>'email') = lower(%(email)s)"),
+                      ("placed_from", "placed_at >= %(placed_from)s"), ("placed_to", "placed_at < %(placed_to)s"),
+                      ("distribution_centre", f"{centre_sql} = %(distribution_centre)s")):
+        if filters.get(name) is not None:
+            where.append(sql)
+            args[name] = filters[name]
+    clause = " AND ".join(where) or "TRUE"
+    order = "placed_at DESC, order_id" if newest_first else "placed_at, order_id"
+    rows = conn.execute(f"SELECT {_SUMMARY.format(centre=centre_sql)} FROM orders WHERE {clause} "
+                        f"ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s",
+                        {**args, "limit": limit, "offset": offset}).fetchall()
+    total = conn.execute(f"SELECT count(*) AS n FROM orders WHERE {clause}", args).fetchone()["n"]
+    return rows, total
 
 
 def set_status(conn: psycopg.Connection, order_id: str, status: str, now: datetime) -> None:
@@ -107,25 +135,6 @@ def timeline(conn: psycopg.Connection, order_id: str) -> list[dict]:
 
 def _jsonable(details: dict) -> dict:
     return json.loads(json.dumps(details, default=lambda v: format(v, "f") if isinstance(v, Decimal) else str(v)))
-
-
-# --- events waiting for their order -----------------------------------------------------------
-
-
-def park(conn: psycopg.Connection, event_id: str, order_id: str, event_type: str, payload: dict,
-         now: datetime) -> None:
-    conn.execute("""INSERT INTO parked_events (event_id, order_id, event_type, payload, parked_at)
-                    VALUES (%s, %s, %s, %s, %s) ON CONFLICT (event_id) DO NOTHING""",
-                 (event_id, order_id, event_type, Jsonb(payload), now))
-
-
-def parked_for(conn: psycopg.Connection, order_id: str) -> list[dict]:
-    return conn.execute("""SELECT event_id, event_type, payload FROM parked_events
-                           WHERE order_id = %s ORDER BY seq FOR UPDATE""", (order_id,)).fetchall()
-
-
-def unpark(conn: psycopg.Connection, event_id: str) -> None:
-    conn.execute("DELETE FROM parked_events WHERE event_id = %s", (event_id,))
 
 
 # --- catalog copy and standing-order occurrences ----------------------------------------------

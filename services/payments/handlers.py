@@ -1,14 +1,19 @@
-"""Charging placed orders: once per order, by card or on the customer's supplier account."""
+"""Charging placed orders once per order (card or supplier account, invoiced); payments received
+from upstream feeds; refunds of cancelled orders."""
 from __future__ import annotations
 
 import logging
 
-from runtime.config import settings
 from runtime.uow import UnitOfWork
-from schemas import OrderPlaced, PaymentDeclined, PaymentVerified, deterministic_id
+from runtime.errors import Rejected
+from schemas import (Money, OrderCancelled, OrderPlaced, PaymentDeclined, PaymentReceived, PaymentVerified,
+                     deterministic_id)
+from services.payments import commands
+from services.payments import money_store as docs
 from services.payments import store
-from services.payments.gateway import CardDeclined, CardGateway, card_gateway
-from services.payments.ledger import decide_account_charge, due_date, ledger_entries
+from services.payments.books import card_charge_journal, due_on
+from services.payments.gateway import CardDeclined, CardGateway
+from services.payments.ledger import decide_account_charge, ledger_entries
 from services.payments.validation import Decline, check_order
 
 log = logging.getLogger(__name__)
@@ -17,7 +22,8 @@ log = logging.getLogger(__name__)
 Outcome = str | Decline
 
 
-def handle_order_placed(event: OrderPlaced, uow: UnitOfWork, *, gateway: CardGateway | None = None) -> None:
+def on_order_placed(event: OrderPlaced, uow: UnitOfWork, *, gateway: CardGateway,
+                    currencies: frozenset[str]) -> None:
     """Decide the order's payment and announce it, at most once per order.
 
     The order is claimed before any money moves, so a second event for it (an upstream
@@ -26,13 +32,19 @@ def handle_order_placed(event: OrderPlaced, uow: UnitOfWork, *, gateway: CardGat
     the batch; the retry charges with the same idempotency key (the order id), never twice.
     """
     cause = uow.cause.id if uow.cause else "direct"
+    docs.order_lock(uow.conn, event.order_id)  # its cancellation, if one comes, waits for this decision
     if not store.claim_payment(uow.conn, event.order_id, event.customer_id, event.payment.mode, cause, uow.now()):
         log.info("order %s already has a payment decision; event %s skipped", event.order_id, cause)
         return
-    outcome: Outcome | None = check_order(event, settings().supported_currencies())
+    if docs.cancellation(uow.conn, event.order_id) is not None:
+        # cancelled before it was paid: nothing is charged, so there is nothing to announce or refund
+        log.info("order %s was cancelled before payment; not charged", event.order_id)
+        store.record_declined(uow.conn, event.order_id, "order_cancelled", "the order was cancelled", uow.now())
+        return
+    outcome: Outcome | None = check_order(event, currencies)
     if outcome is None:
         if event.payment.mode == "card":
-            outcome = _charge_card(event, gateway or card_gateway())
+            outcome = _charge_card(event, gateway)
         else:
             outcome = _charge_account(event, uow)
     _announce(event, outcome, uow)
@@ -52,10 +64,12 @@ def _charge_account(order: OrderPlaced, uow: UnitOfWork) -> Outcome:
     if decline is not None:
         return decline
     journal_id = deterministic_id(order.order_id, "account-charge")
+    issued = commands.local_date(uow.now(), account.time_zone)
     store.book(uow.conn, journal_id, ledger_entries(order.customer_id, order.total, order.order_id),
                customer_id=order.customer_id, order_id=order.order_id, booked_at=uow.now(),
-               due_on=due_date(uow.now().date(), account.payment_terms_days))
-    store.raise_open_balance(uow.conn, order.customer_id, order.total.amount)
+               due_on=due_on(issued, account.payment_terms_days, account.terms_kind))
+    commands.issue_invoice(uow, account, order, journal_id)
+    commands.account_changed(uow, order.customer_id, "invoice")
     return journal_id
 
 
@@ -69,6 +83,41 @@ def _announce(order: OrderPlaced, outcome: Outcome, uow: UnitOfWork) -> None:
                  event_id=event_id)
     else:
         store.record_verified(uow.conn, order.order_id, order.total.amount, order.total.currency, outcome, now)
+        if method == "card":
+            store.book(uow.conn, deterministic_id(order.order_id, "card-charge"),
+                       card_charge_journal(order.total, order.order_id), customer_id=order.customer_id,
+                       order_id=order.order_id, booked_at=now, due_on=None, document=outcome)
         uow.emit(PaymentVerified(order_id=order.order_id, customer_id=order.customer_id, amount=order.total,
                                  method=method, charge_reference=outcome, verified_at=now),
                  event_id=event_id)
+
+
+def on_order_cancelled(event: OrderCancelled, uow: UnitOfWork, *, gateway: CardGateway) -> None:
+    """Refund a cancelled paid order once: to the card (the gateway dedupes on our refund key, so
+    a retry after a timeout refunds nothing twice) or by a credit note on the account. A
+    cancellation that comes before the payment decision is remembered, and the order is then
+    not charged at all."""
+    docs.order_lock(uow.conn, event.order_id)
+    docs.remember_cancellation(uow.conn, event.order_id, event.customer_id, event.reason, event.cancelled_at)
+    reference = commands.refund_cancelled_order(uow, event.order_id, event.reason, gateway)
+    if reference:
+        log.info("order %s cancelled: refunded (%s)", event.order_id, reference)
+
+
+def on_payment_received(event: PaymentReceived, uow: UnitOfWork) -> None:
+    """A bank or ERP feed reports a payment: recorded once per payer's reference and allocated."""
+    source = uow.cause.source if uow.cause else "direct"
+    try:
+        commands.record_payment(uow, customer_id=event.customer_id, payer_reference=event.payer_reference,
+                                amount=Money(amount=event.amount.amount, currency=event.amount.currency),
+                                received_on=event.received_on, named=list(event.invoice_numbers),
+                                note=event.note, recorded_by=f"feed:{source}"[:200])
+    except commands.MoneyError as exc:
+        raise Rejected(str(exc)) from exc
+
+
+HANDLERS = {
+    "OrderPlaced": on_order_placed,
+    "OrderCancelled": on_order_cancelled,
+    "PaymentReceived": on_payment_received,
+}

@@ -25,9 +25,16 @@ class SupplierAccount:
     currency: str
     payment_terms_days: int
     status: Literal["active", "suspended"]
+    #: money received or credited and not yet applied (only while no invoice is open)
+    unapplied_credit: Decimal = Decimal("0.00")
+    on_hold: bool = False
+    terms_kind: Literal["net", "eom", "eom_net"] = "net"
+    time_zone: str = "UTC"
+    billing_email: str | None = None
+    language: str = "en"
 
     def __post_init__(self) -> None:
-        for name in ("credit_limit", "open_balance"):
+        for name in ("credit_limit", "open_balance", "unapplied_credit"):
             if not isinstance(getattr(self, name), Decimal):
                 raise TypeError(f"{name} must be a Decimal, never a float")
 
@@ -37,7 +44,7 @@ class SupplierAccount:
 
     @property
     def available_credit(self) -> Decimal:
-        return self.credit_limit - self.open_balance
+        return self.credit_limit - self.open_balance + self.unapplied_credit
 
 
 def decide_account_charge(account: SupplierAccount | None, amount: Money) -> Decline | None:
@@ -46,6 +53,9 @@ def decide_account_charge(account: SupplierAccount | None, amount: Money) -> Dec
         return Decline("no_account", "this customer has no supplier account; pay by card or ask for an account")
     if account.status != "active":
         return Decline("account_suspended", f"the supplier account of {account.customer_id} is suspended")
+    if account.on_hold:
+        return Decline("account_on_hold", f"the supplier account of {account.customer_id} is on hold because "
+                                          "invoices are overdue; it is released as soon as they are paid")
     if amount.currency != account.currency:
         return Decline("currency_mismatch", f"the order is in {amount.currency} but the supplier account "
                                             f"is kept in {account.currency}")
@@ -54,7 +64,9 @@ def decide_account_charge(account: SupplierAccount | None, amount: Money) -> Dec
         return Decline("credit_limit_exceeded",
                        f"order amount {amount} exceeds the available credit {_fmt(account.available_credit, cur)} "
                        f"(credit limit {_fmt(account.credit_limit, cur)}, "
-                       f"open balance {_fmt(account.open_balance, cur)})")
+                       f"open balance {_fmt(account.open_balance, cur)}"
+                       + (f", unapplied credit {_fmt(account.unapplied_credit, cur)}" if account.unapplied_credit
+                          else "") + ")")
     return None
 
 

@@ -14,10 +14,15 @@ Test tokens:
     tok_fraud_suspected     CardDeclined("suspected_fraud"), nothing charged
     tok_timeout_once        first authorise for a key charges the card, then raises
                             GatewayTimeout (the response was lost); a retry with the
-                            same key returns the SAME authorisation, no new charge
+                            same key returns the SAME authorisation, no new charge;
+                            its first refund for a key times out the same way
     ======================  =====================================================
 
-Its state file is ``$SALESBUS_CARD_GATEWAY_STATE``, by default ``<data dir>/card-gateway.sqlite``.
+Refunds are kept per idempotency key too; the refunds of one charge never add up to more than
+it (RefundRefused).
+
+Its state file is Settings.card_gateway_state (``SALESBUS_CARD_GATEWAY_STATE``), by default
+``<data dir>/card-gateway.sqlite``.
 
 A well-formed token matches ``tok_[A-Za-z0-9_]{4,64}``; anything else is a ValueError.
 Reusing an idempotency key with a different amount or token is a programming error
@@ -25,7 +30,6 @@ Reusing an idempotency key with a different amount or token is a programming err
 """
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 import uuid
@@ -35,7 +39,7 @@ from pathlib import Path
 
 from runtime.config import Settings
 from schemas.types import Money
-from services.payments.gateway import Authorisation, CardDeclined, GatewayTimeout
+from services.payments.gateway import Authorisation, CardDeclined, GatewayTimeout, Refund, RefundRefused
 
 _TOKEN = re.compile(r"^tok_[A-Za-z0-9_]{4,64}$")
 _DECLINES = {
@@ -51,6 +55,13 @@ CREATE TABLE IF NOT EXISTS charges (
     amount           TEXT NOT NULL,
     currency         TEXT NOT NULL,
     authorisation_id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS refunds (
+    idempotency_key  TEXT PRIMARY KEY,
+    authorisation_id TEXT NOT NULL REFERENCES charges (authorisation_id),
+    amount           TEXT NOT NULL,
+    currency         TEXT NOT NULL,
+    refund_id        TEXT NOT NULL UNIQUE
 )"""
 
 
@@ -59,7 +70,7 @@ class SimulatedGateway:
         self._path = Path(state_path)
         self._path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db:
-            db.execute(_SCHEMA)
+            db.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         # autocommit mode; transactions are explicit
@@ -97,6 +108,50 @@ class SimulatedGateway:
             raise GatewayTimeout(f"gateway did not answer for key {idempotency_key!r}")
         return Authorisation(authorisation_id=authorisation_id, amount=stored)
 
+    def refund(self, authorisation_id: str, amount: Money, idempotency_key: str) -> Refund:
+        if not idempotency_key:
+            raise ValueError("idempotency_key must not be empty")
+        if amount.amount <= 0:
+            raise ValueError(f"cannot refund a non-positive amount {amount}")
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT token, amount, currency FROM charges WHERE authorisation_id = ?",
+                                 (authorisation_id,)).fetchone()
+                existing = db.execute("SELECT authorisation_id, amount, currency, refund_id FROM refunds "
+                                      "WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+                inserted = False
+                if existing is None:
+                    if row is None:
+                        raise RefundRefused(f"no charge {authorisation_id!r} to refund")
+                    if row[2] != amount.currency:
+                        raise RefundRefused(f"charge {authorisation_id} is in {row[2]}, not {amount.currency}")
+                    done = sum((Decimal(a) for (a,) in db.execute(
+                        "SELECT amount FROM refunds WHERE authorisation_id = ?", (authorisation_id,))), Decimal(0))
+                    if done + amount.amount > Decimal(row[1]):
+                        raise RefundRefused(f"refund of {amount} would exceed charge {authorisation_id} of "
+                                            f"{row[1]} {row[2]} ({done} already refunded)")
+                    existing = (authorisation_id, format(amount.amount, "f"), amount.currency,
+                                f"re_{uuid.uuid4().hex}")
+                    db.execute("INSERT INTO refunds VALUES (?, ?, ?, ?, ?)", (idempotency_key, *existing))
+                    inserted = True
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        if (existing[0], Decimal(existing[1]), existing[2]) != (authorisation_id, amount.amount, amount.currency):
+            raise ValueError(f"refund key {idempotency_key!r} was first used for {existing[1]} {existing[2]} of "
+                             f"{existing[0]}, now for {amount} of {authorisation_id}")
+        if inserted and row[0] == TIMEOUT_ONCE:
+            raise GatewayTimeout(f"gateway did not answer the refund for key {idempotency_key!r}")
+        return Refund(refund_id=existing[3], amount=Money(amount=Decimal(existing[1]), currency=existing[2]))
+
+    def refunds_for(self, authorisation_id: str) -> list[Decimal]:
+        """The amounts refunded of this charge."""
+        with closing(self._connect()) as db:
+            return [Decimal(a) for (a,) in db.execute("SELECT amount FROM refunds WHERE authorisation_id = ?",
+                                                      (authorisation_id,))]
+
     def charges_for(self, idempotency_key: str) -> int:
         """How many charges the gateway actually made for this key (0 or 1)."""
         with closing(self._connect()) as db:
@@ -111,8 +166,7 @@ class SimulatedGateway:
 
 
 def state_path(cfg: Settings) -> Path:
-    explicit = os.environ.get("SALESBUS_CARD_GATEWAY_STATE")
-    return Path(explicit) if explicit else Path(cfg.data_dir) / "card-gateway.sqlite"
+    return Path(cfg.card_gateway_state or Path(cfg.data_dir) / "card-gateway.sqlite")
 
 
 def from_settings(cfg: Settings) -> SimulatedGateway:

@@ -12,7 +12,8 @@ import psycopg
 
 from services.payments.ledger import LedgerEntry, SupplierAccount, receivable
 
-_ACCOUNT_COLUMNS = "customer_id, credit_limit, open_balance, currency, payment_terms_days, status"
+_ACCOUNT_COLUMNS = ("customer_id, credit_limit, open_balance, currency, payment_terms_days, status, "
+                    "unapplied_credit, on_hold, terms_kind, time_zone, billing_email, language")
 
 
 # --- payment decisions ----------------------------------------------------------------------------
@@ -65,6 +66,12 @@ def lock_account(conn: psycopg.Connection, customer_id: str) -> SupplierAccount 
                                  "WHERE customer_id = %s FOR UPDATE", (customer_id,)).fetchone())
 
 
+def next_announcement(conn: psycopg.Connection, customer_id: str) -> int:
+    """The account's next announcement version (the caller holds the account's row lock)."""
+    return conn.execute("UPDATE supplier_account SET announced_version = announced_version + 1 "
+                        "WHERE customer_id = %s RETURNING announced_version", (customer_id,)).fetchone()["announced_version"]
+
+
 def account_row(conn: psycopg.Connection, customer_id: str) -> dict | None:
     return conn.execute("SELECT * FROM supplier_account WHERE customer_id = %s", (customer_id,)).fetchone()
 
@@ -73,19 +80,23 @@ def open_account(conn: psycopg.Connection, a: SupplierAccount, changed_by: str, 
     """Open the account; False if it already exists (a concurrent request opened it)."""
     row = conn.execute(
         """INSERT INTO supplier_account (customer_id, credit_limit, open_balance, currency, payment_terms_days,
-                                         status, opened_at, changed_at, changed_by)
-           VALUES (%s, %s, 0, %s, %s, %s, %s, %s, %s)
+                                         status, opened_at, changed_at, changed_by, terms_kind, time_zone,
+                                         billing_email, language)
+           VALUES (%s, %s, 0, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT (customer_id) DO NOTHING RETURNING customer_id""",
-        (a.customer_id, a.credit_limit, a.currency, a.payment_terms_days, a.status, now, now, changed_by)).fetchone()
+        (a.customer_id, a.credit_limit, a.currency, a.payment_terms_days, a.status, now, now, changed_by,
+         a.terms_kind, a.time_zone, a.billing_email, a.language)).fetchone()
     return row is not None
 
 
 def change_terms(conn: psycopg.Connection, a: SupplierAccount, changed_by: str, now: datetime) -> None:
     conn.execute(
         """UPDATE supplier_account SET credit_limit = %s, currency = %s, payment_terms_days = %s, status = %s,
-                                       changed_at = %s, changed_by = %s
+                                       changed_at = %s, changed_by = %s, terms_kind = %s, time_zone = %s,
+                                       billing_email = %s, language = %s
            WHERE customer_id = %s""",
-        (a.credit_limit, a.currency, a.payment_terms_days, a.status, now, changed_by, a.customer_id))
+        (a.credit_limit, a.currency, a.payment_terms_days, a.status, now, changed_by, a.terms_kind, a.time_zone,
+         a.billing_email, a.language, a.customer_id))
 
 
 def raise_open_balance(conn: psycopg.Connection, customer_id: str, amount: Decimal) -> None:
@@ -96,21 +107,21 @@ def raise_open_balance(conn: psycopg.Connection, customer_id: str, amount: Decim
 # --- ledger ---------------------------------------------------------------------------------------
 
 def book(conn: psycopg.Connection, journal_id: str, entries: list[LedgerEntry], *, customer_id: str,
-         order_id: str, booked_at: datetime, due_on: date | None) -> None:
+         order_id: str | None, booked_at: datetime, due_on: date | None, document: str | None = None) -> None:
     """Write one journal; the receivable side carries the invoice's due date."""
     with conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO ledger_entry (journal_id, account, side, amount, currency, customer_id, order_id,
-                                         booked_at, due_on)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                                         booked_at, due_on, document)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
             [(journal_id, e.account, e.side, e.amount.amount, e.amount.currency, customer_id, order_id, booked_at,
-              due_on if e.account == receivable(customer_id) else None) for e in entries])
+              due_on if e.account == receivable(customer_id) else None, document) for e in entries])
 
 
 def statement(conn: psycopg.Connection, customer_id: str, limit: int) -> list[dict]:
     """The customer's receivable entries, newest first."""
     return conn.execute(
-        """SELECT entry_id, journal_id, order_id, side, amount, currency, booked_at, due_on
+        """SELECT entry_id, journal_id, order_id, document, side, amount, currency, booked_at, due_on
            FROM ledger_entry WHERE account = %s ORDER BY entry_id DESC LIMIT %s""",
         (receivable(customer_id), limit)).fetchall()
 
@@ -133,12 +144,13 @@ def unbalanced_journals(conn: psycopg.Connection) -> list[str]:
 
 
 def balances_not_matching_receivables(conn: psycopg.Connection) -> list[str]:
-    """Accounts whose open balance differs from what their receivable entries add up to."""
+    """Accounts whose open balance less unapplied credit differs from what their receivable
+    entries add up to (invoices - payments - credit notes)."""
     rows = conn.execute(
         """SELECT a.customer_id FROM supplier_account a
            LEFT JOIN (SELECT account, sum(CASE side WHEN 'debit' THEN amount ELSE -amount END) AS owed
                       FROM ledger_entry WHERE account LIKE %s GROUP BY account) r
                   ON r.account = %s || a.customer_id
-           WHERE a.open_balance <> COALESCE(r.owed, 0)
+           WHERE a.open_balance - a.unapplied_credit <> COALESCE(r.owed, 0)
            ORDER BY a.customer_id LIMIT 100""", (receivable("%"), receivable(""))).fetchall()
     return [r["customer_id"] for r in rows]

@@ -1,47 +1,73 @@
-"""Standing orders over HTTP, for the customer and for a salesperson or operator acting for them."""
+"""Standing orders over HTTP, for the customer and for a salesperson or operator acting for them.
+
+The commands are in commands.py; their domain errors are answered as problem+json by
+runtime/http.py, so nothing here builds an error."""
 from __future__ import annotations
 
-import uuid
-from dataclasses import replace
-from datetime import date, datetime
-from typing import Callable
+from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import Depends, FastAPI, Path, Request, Response
+from zoneinfo import available_timezones
 
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+
+from runtime.access import ACTS_FOR_CUSTOMERS, customer_or_404
 from runtime.auth import Principal, require
-from runtime.http import make_app
+from runtime.http import IdempotencyKey, make_app
+from runtime.pages import Page, PageParams, page, page_params
 from runtime.service import ServiceContext
-from schemas import Delivery, Payment, StandingLine, deterministic_id
+from schemas import Delivery, Payment, StandingLine
 from schemas.events.scheduling import Interval
-from schemas.types import Language
-from services.scheduler import store
-from services.scheduler.handlers import apply_change, create_standing_order
-from services.scheduler.standing import InvalidChange, StandingOrder
+from schemas.types import COUNT_BOUNDS, ID_BOUNDS, Day, Language, TimeZoneName, integral
+from services.scheduler import commands, store
+from services.scheduler.views import StandingOrderView, view
 
-anyone = require("customer", "salesperson", "operator")
+anyone = require(*ACTS_FOR_CUSTOMERS)
+StandingOrderId = Annotated[str, Path(**ID_BOUNDS, description="the standing order id")]
+CustomerId = Annotated[str, Path(**ID_BOUNDS, description="the customer (organisation) id")]
+NOT_FOUND = {404: {"description": "no such standing order (or not one of the caller's, for a customer)"}}
+CHANGE = {**NOT_FOUND, 409: {"description": "the change does not apply in the order's state (e.g. it ended), "
+                                            "or the new lines name a SKU twice (duplicate-sku)"}}
+
+
+_ZONES = frozenset(available_timezones())
+
+
+def _known_zone(name: str) -> str:
+    if name not in _ZONES:
+        raise ValueError("not an IANA time zone name (e.g. Europe/Warsaw)")
+    return name
+
+
+#: the schema lists every zone name this host knows, so a schema-valid request is never refused for it
+TimeZone = Annotated[TimeZoneName, AfterValidator(_known_zone), WithJsonSchema(
+    {"type": "string", "enum": sorted(_ZONES), "description": "IANA time zone of the customer, e.g. Europe/Warsaw"})]
 
 
 class StandingOrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    customer_id: str | None = Field(default=None, min_length=1, max_length=64,
+    customer_id: str | None = Field(default=None, **{**ID_BOUNDS, "max_length": 64},
                                     description="defaults to the calling customer; staff must name one")
     lines: list[StandingLine] = Field(min_length=1, max_length=200)
     delivery: Delivery
     payment: Payment = Payment(mode="account")
     language: Language = "en"
     interval: Interval
-    start_date: date = Field(description="date of the first occurrence, in the customer's time zone")
-    time_zone: str = Field(description="IANA time zone of the customer, e.g. Europe/Warsaw")
-    end_date: date | None = Field(default=None, description="last possible date (inclusive); none = until further notice")
-    max_occurrences: int | None = Field(default=None, ge=1, description="end after this many occurrences")
+    start_date: Day = Field(description="date of the first occurrence, in the customer's time zone")
+    time_zone: TimeZone = Field(description="IANA time zone of the customer, e.g. Europe/Warsaw")
+    end_date: Day | None = Field(default=None, description="last possible date (inclusive); none = until further notice")
+    max_occurrences: int | None = Field(default=None, **{**COUNT_BOUNDS, "le": 10_000},
+                                        description="end after this many occurrences")
+    _integral = field_validator("max_occurrences", mode="before")(integral)  # 3.0 is a JSON integer too
 
 
 class StandingOrderPatch(BaseModel):
-    """Applies to occurrences not yet placed."""
-    model_config = ConfigDict(extra="forbid")
-    lines: list[StandingLine] | None = Field(default=None, min_length=1, max_length=200)
-    delivery: Delivery | None = None
+    """Applies to occurrences not yet placed. Give lines, delivery or both (never null: leave a
+    field out to keep it)."""
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+    # Not Optional: null is not a value here, only absence is (the schema then says exactly that).
+    lines: list[StandingLine] = Field(default=None, min_length=1, max_length=200, validate_default=False)
+    delivery: Delivery = Field(default=None, validate_default=False)
 
     @model_validator(mode="after")
     def _something(self) -> "StandingOrderPatch":
@@ -50,127 +76,82 @@ class StandingOrderPatch(BaseModel):
         return self
 
 
-def _at(dt: datetime, order: StandingOrder) -> dict:
-    return {"due_at": dt.isoformat(), "local_date": order.local_today(dt).isoformat()}
-
-
-def view(order: StandingOrder, now: datetime, history: list[dict] | None = None) -> dict:
-    body = {
-        "standing_order_id": order.standing_order_id, "customer_id": order.customer_id, "status": order.status,
-        "lines": [line.model_dump(mode="json") for line in order.lines],
-        "delivery": order.delivery.model_dump(mode="json"),
-        "payment": order.payment.model_dump(mode="json", exclude_none=True), "language": order.language,
-        "interval": {"every": order.every, "unit": order.unit}, "start_date": order.start_date.isoformat(),
-        "time_zone": order.time_zone, "local_time": order.local_time.strftime("%H:%M"),
-        "end_date": order.end_date.isoformat() if order.end_date else None,
-        "max_occurrences": order.max_occurrences, "skip_occurrences": list(order.skip_occurrences),
-        "last_occurrence": order.last_occurrence, "next_occurrence": order.next_occurrence,
-        "next_due_at": order.next_due_at.isoformat() if order.next_due_at else None,
-        "upcoming": [{"occurrence": n, **_at(at, order)} for n, at in order.upcoming(now)],
-    }
-    if history is not None:
-        body["placed"] = [{"occurrence": h["occurrence"], **_at(h["due_at"], order),
-                           "emitted_at": h["emitted_at"].isoformat()} for h in history]
-    return body
-
-
-def _changed_by(who: Principal) -> str:
-    return who.subject if who.role != "operator" else f"operator:{who.subject}"
+class SkipRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    occurrence_date: Day = Field(description="the local date of the occurrence to skip (one of `upcoming`, or "
+                                             "any later date of the schedule)")
 
 
 def create_app(ctx: ServiceContext) -> FastAPI:
-    app = make_app("scheduler", description="Standing orders: list, pause, resume, skip, change, cancel.")
+    app = make_app(ctx=ctx, title="scheduler", description="Standing orders: create, list, pause, resume, skip any "
+                   "future occurrence, change, cancel. Errors are RFC 9457 problem+json; lists are pages "
+                   "(docs/api.md).")
 
-    def load(conn, standing_order_id: str, who: Principal, *, lock: bool = False) -> StandingOrder:
-        order = store.get(conn, standing_order_id, lock=lock)
-        # Another customer's order is reported as absent, not forbidden: ids are not to be probed.
-        if order is None or not who.can_act_for_customer(order.customer_id):
-            raise HTTPException(404, f"no standing order {standing_order_id}")
-        return order
-
-    def change(standing_order_id: str, who: Principal, what: Callable[[StandingOrder, datetime], tuple]) -> dict:
+    def change(so_id: str, who: Principal, what: commands.Change) -> StandingOrderView:
         with ctx.unit_of_work() as uow:
-            order = load(uow.conn, standing_order_id, who, lock=True)
-            try:
-                changes = what(order, uow.now())
-            except InvalidChange as exc:
-                raise HTTPException(409, str(exc)) from exc
-            except ValueError as exc:
-                raise HTTPException(422, str(exc)) from exc
-            for new, kind in changes:  # each change its own version, so each is announced
-                order = apply_change(uow, replace(new, version=order.version), kind, _changed_by(who))
-            return view(order, uow.now(), store.emitted_occurrences(uow.conn, standing_order_id))
-
-    @app.post("/standing-orders", status_code=201)
-    def create(body: StandingOrderIn, response: Response, who: Principal = Depends(anyone),
-               idempotency_key: str | None = Header(default=None, max_length=200)) -> dict:
-        customer_id = body.customer_id or (who.subject if who.role == "customer" else None)
-        if customer_id is None:
-            raise HTTPException(422, "customer_id is required when acting for a customer")
-        if not who.can_act_for_customer(customer_id):
-            raise HTTPException(403, "customers can create standing orders only for themselves")
-        # The same key from the same customer is the same standing order, however often it is retried.
-        so_id = (deterministic_id("standing-order", customer_id, idempotency_key) if idempotency_key
-                 else str(uuid.uuid4()))
-        try:
-            order = StandingOrder.new(
-                standing_order_id=so_id, customer_id=customer_id, lines=body.lines, delivery=body.delivery,
-                payment=body.payment, language=body.language, interval=body.interval, start_date=body.start_date,
-                time_zone=body.time_zone, end_date=body.end_date, max_occurrences=body.max_occurrences)
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from exc
-        with ctx.unit_of_work() as uow:
-            if body.start_date < order.local_today(uow.now()):
-                raise HTTPException(422, f"start_date {body.start_date} is in the past for {body.time_zone}")
-            if not create_standing_order(uow, order, _changed_by(who)):
-                response.status_code = 200
-                order = load(uow.conn, so_id, who)
+            order = commands.change(uow, so_id, who, what)
             return view(order, uow.now(), store.emitted_occurrences(uow.conn, so_id))
 
-    @app.get("/standing-orders/{standing_order_id}")
-    def get_one(standing_order_id: str, who: Principal = Depends(anyone)) -> dict:
+    @app.post("/standing-orders", status_code=201, response_model=StandingOrderView,
+              responses={200: {"model": StandingOrderView,
+                               "description": "the same Idempotency-Key again: the standing order it created"},
+                         403: {"description": "a customer asked for a standing order of another customer, or a "
+                                              "staff key named no customer_id (customer-required)"},
+                         409: {"description": "refused: start_date already passed in time_zone, end_date before "
+                                              "start_date, or a SKU twice (duplicate-sku)"}})
+    def create(body: StandingOrderIn, response: Response, idempotency_key: IdempotencyKey,
+               who: Principal = Depends(anyone)):
+        """Create a standing order (StandingOrderChanged `created`). Its id is `so-<32 hex>`."""
+        with ctx.unit_of_work() as uow:
+            terms = {name: getattr(body, name) for name in StandingOrderIn.model_fields}  # the models, not dicts
+            order, created = commands.request_standing_order(uow, who, terms, idempotency_key)
+            if not created:
+                response.status_code = 200
+            return view(order, uow.now(), store.emitted_occurrences(uow.conn, order.standing_order_id))
+
+    @app.get("/standing-orders/{standing_order_id}", response_model=StandingOrderView, responses=NOT_FOUND)
+    def get_one(standing_order_id: StandingOrderId, who: Principal = Depends(anyone)):
         with ctx.pool.connection() as conn:
-            order = load(conn, standing_order_id, who)
+            order = commands.load(conn, standing_order_id, who)
             return view(order, ctx.clock.now(), store.emitted_occurrences(conn, standing_order_id))
 
-    @app.get("/customers/{customer_id}/standing-orders")
-    def for_customer(customer_id: str, who: Principal = Depends(anyone)) -> dict:
-        if not who.can_act_for_customer(customer_id):
-            raise HTTPException(403, "customers can see only their own standing orders")
+    @app.get("/customers/{customer_id}/standing-orders", response_model=Page[StandingOrderView],
+             responses={404: {"description": "a customer asked for another customer's standing orders"}})
+    def for_customer(request: Request, customer_id: CustomerId, params: PageParams = Depends(page_params),
+                     who: Principal = Depends(anyone)):
+        """A customer's standing orders, oldest first."""
+        customer_or_404(customer_id, who)
         with ctx.pool.connection() as conn:
-            orders = store.for_customer(conn, customer_id)
+            orders, total = store.for_customer(conn, customer_id, params.limit, params.offset)
         now = ctx.clock.now()
-        return {"customer_id": customer_id, "standing_orders": [view(o, now) for o in orders]}
+        return page(request, [view(o, now) for o in orders], params, total)
 
-    @app.post("/standing-orders/{standing_order_id}/pause")
-    def pause(standing_order_id: str, who: Principal = Depends(anyone)) -> dict:
-        return change(standing_order_id, who, lambda o, now: [] if o.status == "paused" else [(o.pause(), "paused")])
+    @app.post("/standing-orders/{standing_order_id}/pause", response_model=StandingOrderView, responses=CHANGE)
+    def pause(standing_order_id: StandingOrderId, who: Principal = Depends(anyone)):
+        return change(standing_order_id, who, commands.pause)
 
-    @app.post("/standing-orders/{standing_order_id}/resume")
-    def resume(standing_order_id: str, who: Principal = Depends(anyone)) -> dict:
-        return change(standing_order_id, who,
-                      lambda o, now: [] if o.status == "active" else [(o.resume(now), "resumed")])
+    @app.post("/standing-orders/{standing_order_id}/resume", response_model=StandingOrderView, responses=CHANGE)
+    def resume(standing_order_id: StandingOrderId, who: Principal = Depends(anyone)):
+        return change(standing_order_id, who, commands.resume)
 
-    @app.post("/standing-orders/{standing_order_id}/skip-next")
-    def skip_next(standing_order_id: str, who: Principal = Depends(anyone)) -> dict:
-        return change(standing_order_id, who, lambda o, now: [(o.skip_next(now)[0], "skipped")])
+    @app.post("/standing-orders/{standing_order_id}/skip-next", response_model=StandingOrderView, responses=CHANGE)
+    def skip_next(standing_order_id: StandingOrderId, who: Principal = Depends(anyone)):
+        """Skip the occurrence that would be placed next."""
+        return change(standing_order_id, who, commands.skip_next)
 
-    @app.patch("/standing-orders/{standing_order_id}")
-    def patch(standing_order_id: str, body: StandingOrderPatch, who: Principal = Depends(anyone)) -> dict:
-        def what(o: StandingOrder, _now) -> list:
-            out = []
-            if body.lines is not None and tuple(body.lines) != o.lines:
-                o = o.with_lines(body.lines)
-                out.append((o, "lines_changed"))
-            if body.delivery is not None and body.delivery != o.delivery:
-                o = o.with_delivery(body.delivery)
-                out.append((o, "delivery_changed"))
-            return out
-        return change(standing_order_id, who, what)
+    @app.post("/standing-orders/{standing_order_id}/skips", response_model=StandingOrderView,
+              responses={**NOT_FOUND, 409: {"description": "no occurrence falls on that date (not-an-occurrence), "
+                                                           "it is already placed, or the order has ended"}})
+    def skip(standing_order_id: StandingOrderId, body: SkipRequest, who: Principal = Depends(anyone)):
+        """Skip any occurrence not yet placed, by its local date. Skipping it again changes nothing."""
+        return change(standing_order_id, who, commands.skip_on(body.occurrence_date))
 
-    @app.post("/standing-orders/{standing_order_id}/cancel")
-    def cancel(standing_order_id: str, who: Principal = Depends(anyone)) -> dict:
-        return change(standing_order_id, who,
-                      lambda o, now: [] if o.status == "cancelled" else [(o.cancel(), "cancelled")])
+    @app.patch("/standing-orders/{standing_order_id}", response_model=StandingOrderView, responses=CHANGE)
+    def patch(standing_order_id: StandingOrderId, body: StandingOrderPatch, who: Principal = Depends(anyone)):
+        return change(standing_order_id, who, commands.amend(body.lines, body.delivery))
+
+    @app.post("/standing-orders/{standing_order_id}/cancel", response_model=StandingOrderView, responses=CHANGE)
+    def cancel(standing_order_id: StandingOrderId, who: Principal = Depends(anyone)):
+        return change(standing_order_id, who, commands.cancel)
 
     return app

@@ -27,6 +27,9 @@ from zoneinfo import ZoneInfo
 UNITS = ("days", "weeks", "months")
 # A margin below date.max so that any UTC offset still converts without overflow.
 HORIZON = date(9999, 12, 29)
+# The same margin above date.min: 0001-01-01 08:00 in Pacific/Auckland is before the first UTC
+# instant Python can hold (the full OpenAPI fuzz found it as a 500 on POST /standing-orders).
+EARLIEST = date(1, 1, 3)
 
 
 def add_months(d: date, months: int) -> date:
@@ -87,6 +90,8 @@ class Recurrence:
             raise ValueError("max_occurrences must be >= 1")
         if self.end_date is not None and self.end_date < self.start_date:
             raise ValueError("end_date is before start_date")
+        if self.start_date < EARLIEST:
+            raise ValueError(f"start_date must be {EARLIEST} or later")
         if self.local_time.tzinfo is not None:
             raise ValueError("local_time must be naive (it is read in time_zone)")
         ZoneInfo(self.time_zone)  # fail fast on an unknown zone
@@ -130,6 +135,11 @@ class Recurrence:
         if n < 1:
             raise ValueError("occurrences are numbered from 1")
         return self._raw_date(n) if n <= self.last_n else None
+
+    def occurrence_on(self, d: date) -> int | None:
+        """The number of the occurrence dated ``d`` (local date), or None when none falls on it."""
+        n = self._count_on_or_before(d)
+        return n if n >= 1 and self.occurrence_date(n) == d else None
 
     def occurrence_at(self, n: int) -> datetime | None:
         """Aware UTC instant of occurrence n, or None when it is past the end."""

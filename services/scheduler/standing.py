@@ -15,6 +15,7 @@ from datetime import date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from runtime.problems import Conflict, Refused
 from schemas import Delivery, Payment, RecurringOrderDue, StandingLine, StandingOrderChanged
 from schemas.events.scheduling import Interval
 from services.scheduler.recurrence import Recurrence
@@ -22,8 +23,24 @@ from services.scheduler.recurrence import Recurrence
 UPCOMING = 6
 
 
-class InvalidChange(Exception):
+class InvalidChange(Conflict):
     """The change does not apply to the order in its current state (e.g. resume a cancelled order)."""
+
+
+class NotAnOccurrence(Refused):
+    """A date on which the standing order has no occurrence."""
+    slug = "not-an-occurrence"
+
+
+class DuplicateSku(Refused, ValueError):
+    """Also a ValueError: like every other term that makes no standing order (handlers.py)."""
+    slug = "duplicate-sku"
+
+
+def _once_each(lines) -> None:
+    skus = [line.sku for line in lines]
+    if len(set(skus)) != len(skus):
+        raise DuplicateSku("each SKU may appear only once in a standing order")
 
 
 @dataclass(frozen=True)
@@ -64,9 +81,7 @@ class StandingOrder:
             language: str, interval: Interval, start_date: date, time_zone: str,
             end_date: date | None = None, max_occurrences: int | None = None) -> "StandingOrder":
         """A fresh active order, scheduled for its first occurrence; ValueError if the terms make no schedule."""
-        skus = [line.sku for line in lines]
-        if len(set(skus)) != len(skus):
-            raise ValueError("each SKU may appear only once in a standing order")
+        _once_each(lines)
         order = cls(standing_order_id, customer_id, tuple(lines), delivery, payment, language,
                     interval.every, interval.unit, start_date, time_zone, time(8, 0), end_date,
                     max_occurrences, (), "active", 0, None, None, 1)
@@ -136,17 +151,37 @@ class StandingOrder:
         nxt = self.upcoming(now, 1)
         if not nxt:
             raise InvalidChange("there is no next occurrence to skip")
-        n = nxt[0][0]
+        return self.skip(nxt[0][0], now), nxt[0][0]
+
+    def occurrence_on(self, day: date) -> int:
+        """The occurrence dated ``day`` (local date); NotAnOccurrence when there is none."""
+        n = self.recurrence.occurrence_on(day)
+        if n is None:
+            raise NotAnOccurrence(f"standing order {self.standing_order_id} has no occurrence on {day} "
+                                  f"(every {self.every} {self.unit} from {self.start_date})")
+        return n
+
+    def skip(self, n: int, now: datetime) -> "StandingOrder":
+        """Skip occurrence ``n``, any one not yet placed; skipping it again changes nothing.
+        InvalidChange for one already placed and for an order that has ended."""
+        self._must_be_live()
+        if n in self.skipped:
+            return self
+        at = self.recurrence.occurrence_at(n)
+        if at is None:
+            raise NotAnOccurrence(f"standing order {self.standing_order_id} has no occurrence {n}")
+        # Active: anything the ticker has not placed yet (even if just due). Paused: what falls
+        # due while paused is never placed, so only occurrences after now are left to skip.
+        if n <= self.last_occurrence or (self.status == "paused" and at <= now):
+            raise InvalidChange(f"occurrence {n} ({self.recurrence.occurrence_date(n)}) is already due or placed")
         skipped = replace(self, skip_occurrences=tuple(sorted({*self.skip_occurrences, n})))
         if self.status == "paused":
-            return skipped, n
-        return skipped.scheduled_after(self.last_occurrence), n
+            return skipped
+        return skipped.scheduled_after(self.last_occurrence)
 
     def with_lines(self, lines: list[StandingLine]) -> "StandingOrder":
         self._must_be_live()
-        skus = [line.sku for line in lines]
-        if len(set(skus)) != len(skus):
-            raise ValueError("each SKU may appear only once in a standing order")
+        _once_each(lines)
         return replace(self, lines=tuple(lines))
 
     def with_delivery(self, delivery: Delivery) -> "StandingOrder":

@@ -59,21 +59,38 @@ def get(conn: psycopg.Connection, standing_order_id: str, *, lock: bool = False)
     return StandingOrder.from_row(row) if row else None
 
 
-def for_customer(conn: psycopg.Connection, customer_id: str) -> list[StandingOrder]:
+def for_customer(conn: psycopg.Connection, customer_id: str, limit: int, offset: int
+                 ) -> tuple[list[StandingOrder], int]:
+    """A page of a customer's standing orders, oldest first, and how many there are."""
     rows = conn.execute(f"SELECT {_COLUMNS} FROM standing_orders WHERE customer_id = %s ORDER BY created_at, "
-                        "standing_order_id", (customer_id,)).fetchall()
-    return [StandingOrder.from_row(r) for r in rows]
+                        "standing_order_id LIMIT %s OFFSET %s", (customer_id, limit, offset)).fetchall()
+    total = conn.execute("SELECT count(*) AS n FROM standing_orders WHERE customer_id = %s",
+                         (customer_id,)).fetchone()["n"]
+    return [StandingOrder.from_row(r) for r in rows], total
 
 
-def lock_next_due(conn: psycopg.Connection, now: datetime, served: list[str]) -> StandingOrder | None:
-    """The most overdue active order not yet served this tick, locked; rows another ticker
-    (or a customer's change) holds are skipped, never waited for."""
-    row = conn.execute(
+def lock_next_due_row(conn: psycopg.Connection, now: datetime, served: list[str]) -> dict | None:
+    """The most overdue active order not yet served this tick, locked, as stored; rows another
+    ticker (or a customer's change) holds are skipped, never waited for. The raw row: turning
+    it into a StandingOrder may fail, and the ticker must still hold the lock to set it aside."""
+    return conn.execute(
         f"""SELECT {_COLUMNS} FROM standing_orders
             WHERE status = 'active' AND next_due_at <= %s AND NOT (standing_order_id = ANY(%s))
             ORDER BY next_due_at, standing_order_id LIMIT 1 FOR UPDATE SKIP LOCKED""",
         (now, served)).fetchone()
+
+
+def lock_next_due(conn: psycopg.Connection, now: datetime, served: list[str]) -> StandingOrder | None:
+    row = lock_next_due_row(conn, now, served)
     return StandingOrder.from_row(row) if row else None
+
+
+def mark_standing_order_failed(conn: psycopg.Connection, standing_order_id: str, reason: str,
+                               now: datetime) -> None:
+    """Set the schedule aside: the ticker never selects it again (status 'failed'); the caller
+    holds its row lock. Its terms and progress stay as they were, for repair."""
+    conn.execute("""UPDATE standing_orders SET status = 'failed', failed_reason = %s, failed_at = %s, updated_at = %s
+                    WHERE standing_order_id = %s""", (reason, now, now, standing_order_id))
 
 
 def record_occurrence(conn: psycopg.Connection, standing_order_id: str, occurrence: int, due_at: datetime,
@@ -126,6 +143,12 @@ def lock_due_timers(conn: psycopg.Connection, now: datetime, limit: int) -> list
         """SELECT timer_id, owner, kind, fire_at, payload FROM timers
            WHERE status = 'pending' AND fire_at <= %s
            ORDER BY fire_at, timer_id LIMIT %s FOR UPDATE SKIP LOCKED""", (now, limit)).fetchall()
+
+
+def mark_timer_failed(conn: psycopg.Connection, timer_id: str, reason: str, now: datetime) -> None:
+    """Set the timer aside (status 'failed'): it is never fired; the caller holds its row lock."""
+    conn.execute("UPDATE timers SET status = 'failed', failed_reason = %s, failed_at = %s WHERE timer_id = %s",
+                 (reason, now, timer_id))
 
 
 def mark_fired(conn: psycopg.Connection, timer_ids: list[str], fired_at: datetime) -> None:

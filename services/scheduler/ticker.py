@@ -29,21 +29,32 @@ Timers
   Due timers are fired from the same loop, oldest first, one TimerFired per (timer, fire_at)
   whose id is ``deterministic_id("timer", timer_id, fire_at)``; marking the timer fired
   commits with the emission.
+
+Poison rows
+  One schedule or timer whose processing fails for good (a stored recurrence that raises, a
+  row that no longer makes a valid event) must not stop the others: it used to be selected
+  first on every tick, or to take the process down. Each schedule's work runs in a savepoint
+  inside the transaction that holds its row lock; a permanent failure (runtime.containment.
+  classify) rolls back just that work, forgets what it emitted, and marks the row `failed`
+  with the reason (status 'failed', failed_reason, failed_at; counted in
+  salesbus_set_aside_total, listed by `salesbus set-aside`). A timer the same way. A database
+  that is away, a lock or serialization failure is not the row's fault: it propagates, the tick
+  rolls back and is retried by the worker's guarded_loop (shown as the "ticker" stall).
 """
 from __future__ import annotations
 
 import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Callable
 
-from runtime.db import TRANSIENT_DB_ERRORS
-from runtime.errors import TransientError
+from runtime.containment import SET_ASIDE, Fault, classify, guarded_loop, reason_of
 from runtime.uow import UnitOfWork
 from schemas import TimerFired, deterministic_id
 from services.scheduler import store
-from services.scheduler.handlers import apply_change
+from services.scheduler.commands import apply_change
+from services.scheduler.standing import StandingOrder
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +73,44 @@ def timer_event_id(timer_id: str, fire_at) -> str:
     return deterministic_id("timer", timer_id, fire_at.astimezone(UTC).isoformat())
 
 
+
+
+def _set_aside(uow: UnitOfWork, where: str, key: str, exc: Exception, mark: Callable[[str], None]) -> None:
+    """Mark one row failed, in a savepoint of the transaction holding its lock."""
+    reason = reason_of(exc)
+    log.error("scheduler: %s %s fails for good, set aside as failed: %s", where, key, reason, exc_info=exc)
+    with uow.conn.transaction():
+        mark(reason)
+    SET_ASIDE.labels("scheduler", where, type(exc).__name__).inc()
+
+
+def _permanent(exc: Exception, uow: UnitOfWork) -> bool:
+    return classify(exc, uow.conn) is Fault.PERMANENT
+
+
 def emit_due_occurrences(uow: UnitOfWork, served: list[str], per_schedule: int = PER_SCHEDULE) -> tuple[str, int] | None:
     """Lock the most overdue order not in ``served``, emit up to ``per_schedule`` of its due
-    occurrences and advance it, all inside ``uow``'s transaction.
+    occurrences and advance it, all inside ``uow``'s transaction. An order that fails for good
+    is marked failed instead (0 occurrences), and the tick goes on with the next one.
 
     Returns (standing_order_id, occurrences emitted), or None when nothing is due."""
     now = uow.now()
-    order = store.lock_next_due(uow.conn, now, served)
-    if order is None:
+    row = store.lock_next_due_row(uow.conn, now, served)
+    if row is None:
         return None
+    so_id = row["standing_order_id"]
+    try:
+        with uow.savepoint():
+            return so_id, _emit_occurrences(uow, StandingOrder.from_row(row), now, per_schedule)
+    except Exception as exc:
+        if not _permanent(exc, uow):
+            raise
+        _set_aside(uow, "standing_orders", so_id, exc,
+                   lambda reason: store.mark_standing_order_failed(uow.conn, so_id, reason, now))
+        return so_id, 0
+
+
+def _emit_occurrences(uow: UnitOfWork, order: StandingOrder, now: datetime, per_schedule: int) -> int:
     due = order.due(now, per_schedule)
     for n, due_at in due:
         event_id = occurrence_event_id(order.standing_order_id, n)
@@ -79,18 +119,31 @@ def emit_due_occurrences(uow: UnitOfWork, served: list[str], per_schedule: int =
     # Even with nothing due (a stale next_due_at) the schedule is recomputed, so it never sticks.
     advanced = order.scheduled_after(due[-1][0] if due else order.last_occurrence)
     apply_change(uow, advanced, "ended" if advanced.status == "ended" else None, "scheduler")
-    return order.standing_order_id, len(due)
+    return len(due)
 
 
 def fire_due_timers(uow: UnitOfWork, limit: int = TIMERS_PER_TRANSACTION) -> int:
+    """Fire up to ``limit`` due timers; one that cannot make its TimerFired is marked failed.
+    Returns how many due timers were taken (fired or set aside)."""
     now = uow.now()
     timers = store.lock_due_timers(uow.conn, now, limit)
+    fired = []
     for t in timers:
-        uow.emit(TimerFired(timer_id=t["timer_id"], owner=t["owner"], kind=t["kind"], fire_at=t["fire_at"],
-                            fired_at=now, payload=t["payload"]),
-                 event_id=timer_event_id(t["timer_id"], t["fire_at"]))
-    if timers:
-        store.mark_fired(uow.conn, [t["timer_id"] for t in timers], now)
+        mark = len(uow.emitted)
+        try:   # no SQL until mark_fired: forgetting the emission is all a failure needs to undo
+            uow.emit(TimerFired(timer_id=t["timer_id"], owner=t["owner"], kind=t["kind"], fire_at=t["fire_at"],
+                                fired_at=now, payload=t["payload"]),
+                     event_id=timer_event_id(t["timer_id"], t["fire_at"]))
+        except Exception as exc:
+            del uow.emitted[mark:]
+            if not _permanent(exc, uow):
+                raise
+            _set_aside(uow, "timers", t["timer_id"], exc,
+                       lambda reason, tid=t["timer_id"]: store.mark_timer_failed(uow.conn, tid, reason, now))
+            continue
+        fired.append(t["timer_id"])
+    if fired:
+        store.mark_fired(uow.conn, fired, now)
     return len(timers)
 
 
@@ -123,18 +176,10 @@ def tick(unit_of_work: UnitOfWorkFactory, *, per_schedule: int = PER_SCHEDULE,
 
 def make_worker(interval_s: float = TICK_S, **bounds) -> Callable:
     def ticker(ctx) -> None:
-        delay = interval_s
-        while not ctx.stopping.is_set():
-            try:
-                result = tick(ctx.unit_of_work, **bounds)
-                delay = interval_s
-                if result.more:
-                    continue
-            except (*TRANSIENT_DB_ERRORS, TransientError) as exc:
-                # The transaction rolled back: nothing was emitted, the same work is due again.
-                log.warning("scheduler ticker: transient fault, retrying in %.1fs: %s", delay, exc)
-                delay = min(delay * 2, 5.0)
-            ctx.stopping.wait(delay)
+        # A tick that raises rolled back: nothing was emitted, the same work is due again. The
+        # guard retries it with backoff (a stall in /readyz) and never lets it end the process.
+        guarded_loop("scheduler", "ticker", lambda: tick(ctx.unit_of_work, **bounds).more, ctx.stopping,
+                     stalls=getattr(ctx, "stalls", None), idle_s=interval_s)
     ticker.__name__ = "ticker"
     return ticker
 

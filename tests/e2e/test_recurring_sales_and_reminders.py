@@ -3,7 +3,7 @@ every service and the SMTP server, on the shared controllable clock."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -34,14 +34,37 @@ def standing_order(system, customer: str, email: str) -> str:
     start = (system.clock.now().astimezone(ZoneInfo(TZ)) + timedelta(days=1)).date()
     r = shop.post(f"/carts/{cart}/checkout", headers={"Idempotency-Key": uuid.uuid4().hex}, json={
         "delivery": delivery(email), "payment": {"mode": "account"}, "language": "pl",
-        "recurrence": {"every": 2, "unit": "months", "start_date": start.isoformat(), "time_zone": TZ}})
+        "standing_order": {"interval": {"every": 2, "unit": "months"}, "start_date": start.isoformat(),
+                           "time_zone": TZ}})
     assert r.status_code == 202, r.text
     return r.json()["standing_order_id"]
 
 
 def orders_of(system, customer: str) -> list[dict]:
     with system.client("orders", "operator", "e2e-operator") as api:
-        return api.get(f"/customers/{customer}/orders").json()
+        return api.get(f"/customers/{customer}/orders").json()["items"]  # a page (docs/api.md)
+
+
+def test_a_standing_order_skips_its_third_occurrence(system, unique):
+    """Issue 16's journey: a customer skips the third delivery (not the next one) by its date,
+    using only documented endpoints; the first, second and fourth are placed, the third never."""
+    customer = f"skip-{unique}"
+    open_account(system, customer, "100000.00")
+    scheduler = system.client("scheduler", "customer", customer)
+    start = (system.clock.now().astimezone(ZoneInfo(TZ)) + timedelta(days=1)).date()
+    created = scheduler.post("/standing-orders", headers={"Idempotency-Key": uuid.uuid4().hex}, json={
+        "lines": [{"sku": "BULB-LED-9W", "quantity": 10}], "delivery": delivery(f"s-{unique}@example.pl"),
+        "interval": {"every": 1, "unit": "weeks"}, "start_date": start.isoformat(), "time_zone": TZ})
+    assert created.status_code == 201, created.text
+    so = created.json()["standing_order_id"]
+    third = next(u for u in created.json()["upcoming"] if u["occurrence"] == 3)
+    skipped = scheduler.post(f"/standing-orders/{so}/skips", json={"occurrence_date": third["local_date"]})
+    assert skipped.status_code == 200 and skipped.json()["skip_occurrences"] == [3], skipped.text
+    fourth = datetime.fromisoformat(next(u["due_at"] for u in skipped.json()["upcoming"] if u["occurrence"] == 4))
+    system.clock.advance(fourth - system.clock.now() + timedelta(minutes=5))
+    wait_until(lambda: sorted(o["occurrence"] for o in orders_of(system, customer)) == [1, 2, 4], timeout=90,
+               message="occurrences 1, 2 and 4 placed (3 skipped)")
+    assert scheduler.post(f"/standing-orders/{so}/cancel").json()["status"] == "cancelled"
 
 
 def test_standing_order_places_each_occurrence_once_until_cancelled(system, stack, unique):
@@ -54,8 +77,12 @@ def test_standing_order_places_each_occurrence_once_until_cancelled(system, stac
     wait_until(lambda: scheduler.get(f"/standing-orders/{so}").status_code == 200, timeout=60,
                message="the scheduler to create the standing order")
 
-    # two occurrences: tomorrow and two months later
-    system.clock.advance(timedelta(days=63))
+    # two occurrences: tomorrow and two months later. Advance to just past the second one's due
+    # time, from the schedule itself: a flat 63 days fell short before 07:00 UTC (occurrence 2 is
+    # due 08:00 Warsaw on day 62 after tomorrow), so the test failed when run early in the day.
+    upcoming = scheduler.get(f"/standing-orders/{so}").json()["upcoming"]
+    second = datetime.fromisoformat(next(u["due_at"] for u in upcoming if u["occurrence"] == 2))
+    system.clock.advance(second - system.clock.now() + timedelta(minutes=5))
     wait_until(lambda: sum(o["status"] == "confirmed" for o in orders_of(system, customer)) == 2, timeout=90,
                message="two confirmed occurrences")
     placed = sorted(orders_of(system, customer), key=lambda o: o["occurrence"])
@@ -82,7 +109,7 @@ def test_shipment_creates_a_follow_up_and_its_reminder_reaches_the_salesperson_a
         "customer_id": customer, "name": "Hotel Split d.o.o.", "segment": "hospitality", "language": "hr",
         "time_zone": "Europe/Zagreb",
         "salesperson": {"id": salesperson, "email": sp_email, "time_zone": "Europe/Zagreb", "language": "hr"},
-        "contacts": [{"name": "Ivana Horvat", "role": "purchasing", "email": "ivana@example.hr", "primary": True}]})
+        "primary_contact": {"name": "Ivana Horvat", "role": "purchasing", "email": "ivana@example.hr"}})
     assert r.status_code == 201, r.text
     shop = system.client("cart", "customer", customer)
     cart = shop.post("/carts").json()["cart_id"]
@@ -96,8 +123,7 @@ def test_shipment_creates_a_follow_up_and_its_reminder_reaches_the_salesperson_a
                                                               "distribution_centre": "DC Zagreb"}).status_code == 201
 
     def follow_ups():
-        tasks = crm.get("/me/tasks", params={"due": "all"}).json()
-        tasks = tasks.get("tasks", tasks) if isinstance(tasks, dict) else tasks
+        tasks = crm.get("/me/tasks", params={"due": "all", "limit": 200}).json()["items"]
         return [t for t in tasks if t["customer_id"] == customer and t["kind"] == "order_follow_up"]
     (task,) = wait_until(follow_ups, timeout=60, message="the follow-up task after shipping")
     assert not [m for m in read_mail(stack.mail.maildir) if m["To"] == sp_email], "reminded too early"

@@ -21,9 +21,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from runtime.auth import issue_key, key_id_of, revoke_by_id
 from runtime.embedded import free_port
 from runtime.tap import tap
-from schemas import (REGISTRY, OrderCancelled, OrderConfirmed, OrderPlaced, OrderShipped, PaymentDeclined,
+from schemas import (REGISTRY, CreditNoteIssued, InvoiceIssued, OrderCancelled, SupplierAccountChanged, OrderConfirmed, OrderPlaced, OrderShipped, PaymentDeclined,
                      PaymentVerified, RecurringOrderDue, StandingOrderChanged, envelope, parse_record, to_record)
 from schemas.envelope import InvalidRecord
 from services.scheduler.recurrence import Recurrence
@@ -32,7 +33,7 @@ from tests.conftest import wait_until
 pytestmark = pytest.mark.integration
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOPICS = ["OrderPlaced", "PaymentVerified", "PaymentDeclined", "OrderConfirmed", "OrderShipped", "OrderCancelled",
-          "StandingOrderChanged", "RecurringOrderDue"]
+          "StandingOrderChanged", "RecurringOrderDue", "InvoiceIssued", "CreditNoteIssued", "SupplierAccountChanged"]
 DELIVERY = {"recipient": "Goods in", "address_lines": ["Ul. Prosta 1"], "city": "Kraków", "postal_code": "30-001",
             "country": "PL", "phone": "+48 12 000 00", "email": "buyer@example.pl"}
 
@@ -45,13 +46,17 @@ class AnalyticsProcess:
         self.app_id = f"analytics-test-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        # the figures want an analyst (or operator) key, checked against the keys file as every service does
+        self.keys_file = data_dir / "api_keys.json"
+        self.analyst_key = issue_key(self.keys_file, "analyst", "ana")
 
     def start(self) -> None:
         log = open(self.data_dir / "analytics.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "services.analytics", "--broker", self.cfg.kafka_bootstrap, "--web-port",
              str(self.port), "--app-id", self.app_id, "--data-dir", str(self.data_dir), "--loglevel", "warning"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "SALESBUS_API_KEYS_FILE": str(self.keys_file)})
         wait_until(self._ready, timeout=90, interval=0.5, message=f"analytics ready (log {self.data_dir})")
 
     def _ready(self) -> bool:
@@ -70,9 +75,13 @@ class AnalyticsProcess:
                 self.proc.kill()
                 self.proc.wait(10)
 
+    def call(self, path: str, key: str | None, **params) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.get(f"http://127.0.0.1:{self.port}{path}", params=params, headers=headers, timeout=30)
+
     def get(self, path: str, **params) -> dict:
         assert self.proc.poll() is None, f"analytics crashed (log in {self.data_dir})"
-        r = httpx.get(f"http://127.0.0.1:{self.port}{path}", params=params, timeout=30)
+        r = self.call(path, self.analyst_key, **params)
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -151,6 +160,10 @@ class Oracle:
         self.orders: dict[str, dict] = defaultdict(dict)
         self.standing: dict[str, StandingOrderChanged] = {}
         self.due: set = set()
+        self.logged: dict[str, dict] = defaultdict(dict)  # order -> type -> record timestamp (s)
+        self.invoices: dict[str, InvoiceIssued] = {}
+        self.credit_notes: dict[str, CreditNoteIssued] = {}
+        self.accounts: dict[str, tuple] = {}   # customer -> ((changed_at, offset), latest change)
         for rec in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
             try:
                 ce, ev = parse_record(rec.value, REGISTRY)
@@ -168,8 +181,17 @@ class Oracle:
                     self.standing[ev.standing_order_id] = ev
             elif isinstance(ev, RecurringOrderDue):
                 self.due.add((ev.standing_order_id, ev.occurrence))
+            elif isinstance(ev, InvoiceIssued):
+                self.invoices.setdefault(ev.invoice_number, ev)
+            elif isinstance(ev, CreditNoteIssued):
+                self.credit_notes.setdefault(ev.credit_note_number, ev)
+            elif isinstance(ev, SupplierAccountChanged):
+                old = self.accounts.get(ev.customer_id)
+                if old is None or (ev.changed_at, rec.offset) > old[0]:
+                    self.accounts[ev.customer_id] = ((ev.changed_at, rec.offset), ev)
             else:
                 self.orders[ev.order_id].setdefault(ce.type, ev)
+                self.logged[ev.order_id].setdefault(ce.type, round(rec.timestamp_ms / 1000, 3))
 
     @staticmethod
     def schedule(ev: StandingOrderChanged) -> Recurrence:
@@ -225,9 +247,17 @@ class Oracle:
         to_ship = [(o["OrderShipped"].shipped_at - o["OrderConfirmed"].confirmed_at).total_seconds()
                    for o in self.orders.values()
                    if "OrderConfirmed" in o and "OrderShipped" in o and within(o["OrderConfirmed"].confirmed_at)]
-        return {span: {"count": len(v), "p50": nearest_rank(v, 50), "p95": nearest_rank(v, 95),
-                       "p99": nearest_rank(v, 99), "max": max(v) if v else None}
-                for span, v in (("placed_to_confirmed", to_confirm), ("confirmed_to_shipped", to_ship))}
+        logged = self.logged
+        wall_confirm = [round(logged[i]["OrderConfirmed"] - logged[i]["OrderPlaced"], 3) for i, o in self.orders.items()
+                        if "OrderPlaced" in o and "OrderConfirmed" in o and within(o["OrderPlaced"].placed_at)]
+        wall_ship = [round(logged[i]["OrderShipped"] - logged[i]["OrderConfirmed"], 3) for i, o in self.orders.items()
+                     if "OrderConfirmed" in o and "OrderShipped" in o and within(o["OrderConfirmed"].confirmed_at)]
+
+        def dist(v):
+            return {"count": len(v), "p50": nearest_rank(v, 50), "p95": nearest_rank(v, 95),
+                    "p99": nearest_rank(v, 99), "max": max(v) if v else None}
+        return {"placed_to_confirmed": dist(to_confirm), "confirmed_to_shipped": dist(to_ship),
+                "processing": {"placed_to_confirmed": dist(wall_confirm), "confirmed_to_shipped": dist(wall_ship)}}
 
     def standing_orders(self, at: datetime):
         status = Counter(ev.status for ev in self.standing.values())
@@ -266,12 +296,45 @@ class Oracle:
                 "next_order_expected_at": z(mine[-1][0] + timedelta(seconds=median)) if gaps else None,
                 "revenue": {c: format(v, "f") for c, v in revenue.items()}}
 
+    def receivables(self, at: datetime, days: int):
+        zero = Decimal("0.00")
+        cur = defaultdict(lambda: {"outstanding": zero, "unapplied_credit": zero, "owing": 0, "held": 0,
+                                   "invoiced": zero, "credited": zero})
+        for _, ev in self.accounts.values():
+            c = cur[ev.currency]
+            c["outstanding"] += ev.open_balance
+            c["unapplied_credit"] += ev.unapplied_credit or 0
+            c["owing"] += 1 if ev.open_balance > 0 else 0
+            c["held"] += 1 if ev.on_hold else 0
+        start = at - timedelta(days=days)
+        for inv in self.invoices.values():
+            if start < inv.issued_at <= at:
+                cur[inv.total.currency]["invoiced"] += inv.total.amount
+        for cn in self.credit_notes.values():
+            if start < cn.issued_at <= at:
+                cur[cn.amount.currency]["credited"] += cn.amount.amount
+        rows = []
+        for currency in sorted(cur):
+            c = cur[currency]
+            sales = c["invoiced"] - c["credited"]
+            dso = None
+            if sales > 0:
+                r = round(Fraction(c["outstanding"]) / Fraction(sales) * days, 1)   # half to even
+                dso = str((Decimal(r.numerator) / Decimal(r.denominator)).quantize(Decimal("0.1")))
+            cents = lambda v: format(Decimal(v).quantize(Decimal("0.01")), "f")  # noqa: E731
+            rows.append({"currency": currency, "outstanding": cents(c["outstanding"]),
+                         "unapplied_credit": cents(c["unapplied_credit"]), "accounts_owing": c["owing"],
+                         "accounts_on_hold": c["held"], "invoiced": cents(c["invoiced"]),
+                         "credited": cents(c["credited"]), "credit_sales": cents(sales), "dso_days": dso})
+        return {"at": z(at), "days": days, "by_currency": rows}
+
     def facts(self):
         count = Counter(t for o in self.orders.values() for t in o)
         return {"placed": count["OrderPlaced"], "verified": count["PaymentVerified"],
                 "declined": count["PaymentDeclined"], "confirmed": count["OrderConfirmed"],
                 "shipped": count["OrderShipped"], "cancelled": count["OrderCancelled"],
-                "standing": len(self.standing), "due": len(self.due)}
+                "standing": len(self.standing), "due": len(self.due), "invoiced": len(self.invoices),
+                "credited": len(self.credit_notes), "accounts": len(self.accounts)}
 
 
 def served_revenue(body):
@@ -296,6 +359,8 @@ def check_against_oracle(app, cfg, base: datetime) -> Oracle:
                ("/analytics/funnel", {"window": "hour"}), ("/analytics/funnel", {"window": "day", "since": since}),
                ("/analytics/latency", {}), ("/analytics/latency", {"since": since, "until": until}),
                ("/analytics/standing-orders", {"at": z(at)}), ("/analytics/customers", {}),
+               ("/analytics/receivables", {"at": z(at), "days": "90"}),
+               ("/analytics/receivables", {"at": z(base + timedelta(hours=2)), "days": "1"}),
                ("/analytics/status", {})]
     oracles: dict[str, Oracle] = {}
     for path, params in queries:
@@ -312,9 +377,16 @@ def check_against_oracle(app, cfg, base: datetime) -> Oracle:
         elif path.endswith("funnel"):
             assert served_funnel(body) == oracle.funnel(params["window"], s, u), what
         elif path.endswith("latency"):
-            assert {k: body[k] for k in ("placed_to_confirmed", "confirmed_to_shipped")} == oracle.latency(s, u), what
+            expected = oracle.latency(s, u)
+            assert {k: body[k] for k in ("placed_to_confirmed", "confirmed_to_shipped")} == \
+                {k: expected[k] for k in ("placed_to_confirmed", "confirmed_to_shipped")}, what
+            assert {k: body["processing"][k] for k in ("placed_to_confirmed", "confirmed_to_shipped")} == \
+                expected["processing"], what
         elif path.endswith("standing-orders"):
             assert {k: v for k, v in body.items() if k != "as_of"} == oracle.standing_orders(at), what
+        elif path.endswith("receivables"):
+            expected = oracle.receivables(datetime.fromisoformat(params["at"]), int(params["days"]))
+            assert {k: v for k, v in body.items() if k != "as_of"} == expected, what
         elif path.endswith("customers"):
             served = {c["customer_id"]: c for c in body["customers"]}
             assert served == {cid: oracle.customer(cid) for cid in served}, what
@@ -398,6 +470,34 @@ def scenario(bus, cfg, u: str) -> datetime:
     key, value, headers = to_record(envelope(verified(o[9], s(9)), source="edi"))
     bus.publish_raw("OrderShipped", value, key=key, headers=headers)
 
+    # receivables: two invoices (one redelivered), a credit note, the accounts' changes (two in one instant)
+    def invoice(n, customer, total, at):
+        return InvoiceIssued.model_validate({
+            "invoice_number": f"INV-2031-{int(u[:5], 16) % 900000 + n:06d}", "customer_id": f"c-{u}-{customer}",
+            "order_id": f"o-{u}-{n}", "lines": [{"sku": bulb, "name": "Bulb", "quantity": 1,
+                                                  "unit_price": {"amount": total, "currency": "EUR"}}],
+            "tax_total": {"amount": "0.00", "currency": "EUR"}, "total": {"amount": total, "currency": "EUR"},
+            "issue_date": at.date(), "due_date": at.date(), "time_zone": "UTC", "issued_at": at})
+
+    def account(customer, balance, at, change, on_hold=False, unapplied="0.00"):
+        return SupplierAccountChanged.model_validate({
+            "customer_id": f"c-{u}-{customer}", "credit_limit": "5000.00", "open_balance": balance,
+            "currency": "EUR", "payment_terms_days": 30, "status": "active", "changed_at": at,
+            "unapplied_credit": unapplied, "on_hold": on_hold, "change": change})
+
+    inv1 = invoice(1, 1, "40.00", base + h(1))
+    bus.publish(inv1, event_id=bus.publish(inv1))
+    bus.publish(invoice(2, 2, "89.00", base + d(1)))
+    bus.publish(CreditNoteIssued.model_validate({
+        "credit_note_number": f"CN-2031-{int(u[:5], 16) % 900000 + 1:06d}", "customer_id": f"c-{u}-2",
+        "order_id": f"o-{u}-2", "amount": {"amount": "9.00", "currency": "EUR"}, "reason": "cancelled",
+        "issue_date": (base + d(1) + h(1)).date(), "issued_at": base + d(1) + h(1)}))
+    for ev in (account(1, "40.00", base + h(1), "invoice"), account(2, "89.00", base + d(1), "invoice"),
+               account(2, "80.00", base + d(1) + h(1), "credit_note", on_hold=True),
+               account(2, "0.00", base + d(2), "payment", on_hold=True, unapplied="1.00"),
+               account(2, "0.00", base + d(2), "release", unapplied="1.00")):
+        bus.publish(ev)
+
     def standing(n, customer, change, status, lines, every, unit, start, tz="Europe/Warsaw", changed=base, **kw):
         return StandingOrderChanged.model_validate({
             "standing_order_id": f"so-{u}-{n}", "customer_id": f"c-{u}-{customer}", "change": change,
@@ -453,6 +553,14 @@ def test_served_figures_equal_an_independent_recomputation_from_the_topics(analy
             first_hour["shipped"]) == (3, 2, 1, 2)
     assert first_hour["declined_by_reason"] == {"insufficient_funds": 1}
     assert first_hour["rates"]["payment_verified"] == "0.6667"
+    # receivables: sales in a 1-day period hold this scenario's invoices and credit note only (its week is its own)
+    def eur_receivables(at):
+        body = analytics.get("/analytics/receivables", at=z(at), days="1")
+        return next(r for r in body["by_currency"] if r["currency"] == "EUR")
+    first = eur_receivables(base + timedelta(hours=2))
+    assert (first["invoiced"], first["credited"], first["credit_sales"]) == ("40.00", "0.00", "40.00")
+    second = eur_receivables(base + timedelta(days=1, hours=2))   # the 89.00 invoice less its 9.00 credit note
+    assert (second["invoiced"], second["credited"], second["credit_sales"]) == ("89.00", "9.00", "80.00")
     c1 = analytics.get(f"/analytics/customers/c-{unique}-1")
     assert (c1["orders_placed"], c1["median_interval_seconds"]) == (5, 74100.0)
     units = analytics.get("/analytics/standing-orders", at=z(base + timedelta(hours=12)))["horizons"]
@@ -467,10 +575,39 @@ def test_served_figures_equal_an_independent_recomputation_from_the_topics(analy
     assert sorted(r.topic for r in dead) == ["OrderConfirmed.DLQ", "OrderPlaced.DLQ", "OrderShipped.DLQ"]
     assert all(r.headers["__connect.errors.exception.class.name"] == "InvalidRecord" for r in dead)
 
-    scraped = text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{analytics.port}/metrics", timeout=10).text)
+    scraped = list(text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{analytics.port}/metrics",
+                                                            timeout=10).text))
     units = {tuple(sorted(s.labels.items())): s.value for f in scraped if f.name == "salesbus_analytics_units_booked"
              for s in f.samples}
     assert units[(("currency", "PLN"), ("sku", f"AN-{U}-BULB"))] == 8.0
+    outstanding = {s.labels["currency"]: s.value for f in scraped
+                   if f.name == "salesbus_analytics_receivables_outstanding" for s in f.samples}
+    assert outstanding["EUR"] == float(eur_receivables(base)["outstanding"])   # nothing published since
+
+
+def test_the_figures_want_an_analyst_or_operator_key(analytics, unique):
+    """Before: analytics answered anyone on the host (per-customer ordering cadence, revenue)."""
+    for path in ("/analytics/revenue", "/analytics/customers", f"/analytics/customers/c-{unique}", "/analytics/status"):
+        missing = analytics.call(path, None)
+        assert missing.status_code == 401 and "missing API key" in missing.json()["error"], missing.text
+        assert missing.headers["WWW-Authenticate"] == "Bearer"
+        assert analytics.call(path, "sb_anal_not-a-key").status_code == 401
+        customer = issue_key(analytics.keys_file, "customer", f"c-{unique}")
+        refused = analytics.call(path, customer)
+        assert refused.status_code == 403 and "analyst or operator" in refused.json()["error"], refused.text
+    assert analytics.call("/analytics/customers", analytics.analyst_key).status_code == 200
+    operator = issue_key(analytics.keys_file, "operator", "olga")
+    by_header = httpx.get(f"http://127.0.0.1:{analytics.port}/analytics/revenue", headers={"X-API-Key": operator},
+                          timeout=30)
+    assert by_header.status_code == 200, by_header.text
+    # a revoked key is refused by the running app (it re-reads the keys file), saying so
+    leaving = issue_key(analytics.keys_file, "analyst", f"leaving-{unique}")
+    assert analytics.call("/analytics/revenue", leaving).status_code == 200
+    revoke_by_id(analytics.keys_file, key_id_of(leaving), "left the team")
+    gone = analytics.call("/analytics/revenue", leaving)
+    assert gone.status_code == 401 and "was revoked" in gone.json()["error"] and "left the team" in gone.json()["error"]
+    # probes and Prometheus need no key
+    assert httpx.get(f"http://127.0.0.1:{analytics.port}/readyz", timeout=10).status_code == 200
 
 
 def test_a_restart_recovers_the_tables_from_their_changelogs_without_double_counting(analytics, cfg, bus, unique):

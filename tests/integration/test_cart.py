@@ -86,25 +86,27 @@ def test_catalog_create_update_search_and_changes_published(cfg, operator, custo
         put_product(operator, f"T{unique.upper()}-{extra}", "2.00", name=f"Cable {unique} {extra}")
     put_product(operator, f"T{unique.upper()}-OLD", "2.00", name=f"Cable {unique} old", active=False)
     page = customer.get("/products", params={"q": f"cable {unique}", "limit": 2}).json()
-    assert (page["total"], len(page["items"]), page["next_offset"]) == (3, 2, 2)  # the inactive one is hidden
-    last = customer.get("/products", params={"q": f"cable {unique}", "limit": 2, "offset": 2}).json()
-    assert [p["sku"] for p in last["items"]] == [f"T{unique.upper()}-C"] and last["next_offset"] is None
+    assert (page["total"], len(page["items"])) == (3, 2)  # the inactive one is hidden
+    last = customer.get(page["next"]).json()  # the next link keeps the query
+    assert [p["sku"] for p in last["items"]] == [f"T{unique.upper()}-C"] and last["next"] is None
     assert operator.get("/products", params={"q": f"cable {unique}"}).json()["total"] == 4
     assert customer.get("/products", params={"q": sku.lower()}).json()["items"][0]["sku"] == sku
     assert customer.get("/products", params={"q": "warm WHITE"}).json()["total"] >= 1
     assert customer.get(f"/products/T{unique.upper()}-NONE").status_code == 404
 
 
-@pytest.mark.parametrize("sku, price, reason", [
-    ("bulb-lower", {"amount": "1.00", "currency": "EUR"}, "capital letters"),
-    ("OK-SKU", {"amount": "1.855", "currency": "EUR"}, "more than two decimal places"),
-    ("OK-SKU", {"amount": 1.85, "currency": "EUR"}, "never a float"),
-    ("OK-SKU", {"amount": "1.00", "currency": "JPY"}, "does not sell in JPY"),
-    ("OK-SKU", {"amount": "0.00", "currency": "EUR"}, "greater than zero"),
+@pytest.mark.parametrize("sku, price, status, reason", [
+    ("bulb-lower", {"amount": "1.00", "currency": "EUR"}, 422, '"loc":["path","sku"]'),
+    ("OK-SKU", {"amount": "1.855", "currency": "EUR"}, 422, '"loc":["body","unit_price","amount"]'),   # 2 decimals
+    ("OK-SKU", {"amount": 1.85, "currency": "EUR"}, 422, "valid string"),                  # never a float
+    ("OK-SKU", {"amount": "1.00", "currency": "JPY"}, 409, "does not sell in JPY"),
+    ("OK-SKU", {"amount": "0.00", "currency": "EUR"}, 422, '"loc":["body","unit_price","amount"]'),    # above zero
 ])
-def test_bad_product_is_refused_with_a_reason(operator, sku, price, reason):
+def test_bad_product_is_refused_with_a_reason(operator, sku, price, status, reason):
+    """The rules a price must follow are in the schema (pattern), so they answer validation-failed;
+    a currency the store does not sell is its configuration's refusal (409)."""
     r = operator.put(f"/products/{sku}", json={"name": "x", "unit_price": price})
-    assert r.status_code == 422 and reason in r.text
+    assert r.status_code == status and reason in r.text, r.text
 
 
 def test_cart_totals_are_exact_and_one_currency(operator, customer, unique):
@@ -122,11 +124,11 @@ def test_cart_totals_are_exact_and_one_currency(operator, customer, unique):
     assert cart["total"]["amount"] == "7.50" and len(cart["lines"]) == 2
 
     other = customer.put(f"/carts/{cart_id}/lines/{usd}", json={"quantity": 1})
-    assert other.status_code == 422 and "priced in USD but this cart is in EUR" in other.text
+    assert other.status_code == 409 and "priced in USD but this cart is in EUR" in other.text
     for bad in (0, -1, 2.5, "many"):
         assert customer.put(f"/carts/{cart_id}/lines/{tube}", json={"quantity": bad}).status_code == 422
     unknown = customer.put(f"/carts/{cart_id}/lines/T{unique.upper()}-NOPE", json={"quantity": 1})
-    assert unknown.status_code == 422 and "no product" in unknown.text
+    assert unknown.status_code == 404 and "no product" in unknown.text
     assert customer.put(f"/carts/{cart_id}/lines/{tube}", json={}).status_code == 422
 
     cart = customer.delete(f"/carts/{cart_id}/lines/{tube}").json()
@@ -141,12 +143,12 @@ def test_inactive_product_is_refused_in_cart_and_at_checkout(operator, customer,
     put_product(operator, kept, "1.00")
     cart_id = new_cart(customer)
     r = customer.put(f"/carts/{cart_id}/lines/{gone}", json={"quantity": 1})
-    assert r.status_code == 422 and "no longer sold" in r.text
+    assert r.status_code == 409 and "no longer sold" in r.text
     customer.put(f"/carts/{cart_id}/lines/{kept}", json={"quantity": 1}).raise_for_status()
     put_product(operator, kept, "1.00", active=False)  # withdrawn while in the cart
     assert customer.get(f"/carts/{cart_id}").json()["lines"][0]["active"] is False
     r = checkout(customer, cart_id, CHECKOUT)
-    assert r.status_code == 422 and f"{kept} is no longer sold" in r.text
+    assert r.status_code == 409 and f"{kept} is no longer sold" in r.text
     assert customer.get(f"/carts/{cart_id}").json()["status"] == "open"
 
 
@@ -162,6 +164,7 @@ def test_checkout_places_one_order_and_a_retry_returns_it_again(cfg, operator, c
     assert first.status_code == 202, first.text
     order_id = first.json()["order_id"]
     assert first.json()["total"] == {"amount": "71.60", "currency": "EUR"}
+    assert first.headers["Location"] == f"/orders/{order_id}"   # on the orders service (docs/api.md)
     # the same body, keys in another order: still the same request
     retry = customer.post(f"/carts/{cart_id}/checkout", content=json.dumps(dict(reversed(CHECKOUT.items()))),
                           headers={"Idempotency-Key": key, "Content-Type": "application/json"})
@@ -208,7 +211,7 @@ def test_another_customer_cannot_see_or_touch_a_cart(harness, operator, customer
         assert intruder.put(f"/carts/{cart_id}/lines/{sku}", json={"quantity": 9}).status_code == 404
         assert intruder.delete(f"/carts/{cart_id}/lines/{sku}").status_code == 404
         assert checkout(intruder, cart_id, CHECKOUT).status_code == 404
-        assert cart_id not in [c["cart_id"] for c in intruder.get("/carts").json()]
+        assert cart_id not in [c["cart_id"] for c in intruder.get("/carts").json()["items"]]
     assert operator.get(f"/carts/{cart_id}").status_code == 403  # carts are the customer's own
     cart = customer.get(f"/carts/{cart_id}").json()
     assert (cart["status"], cart["lines"][0]["quantity"]) == ("open", 2)
@@ -248,14 +251,14 @@ def test_checkout_input_errors_say_what_is_wrong(operator, customer, unique):
     put_product(operator, sku, "1.00")
     empty = new_cart(customer)
     r = checkout(customer, empty, CHECKOUT)
-    assert r.status_code == 422 and "empty" in r.text
+    assert r.status_code == 409 and "empty" in r.text
     cart_id = new_cart(customer)
     customer.put(f"/carts/{cart_id}/lines/{sku}", json={"quantity": 1}).raise_for_status()
     no_key = customer.post(f"/carts/{cart_id}/checkout", json=CHECKOUT)
-    assert no_key.status_code == 400 and "Idempotency-Key" in no_key.text
+    assert no_key.status_code == 422 and "Idempotency-Key" in no_key.text
     missing_city = {**CHECKOUT, "delivery": {k: v for k, v in DELIVERY.items() if k != "city"}}
     r = checkout(customer, cart_id, missing_city)
-    assert r.status_code == 422 and "delivery.city: Field required" in r.json()["message"]
+    assert r.status_code == 422 and "delivery.city: Field required" in r.json()["detail"]
     assert checkout(customer, cart_id, {**CHECKOUT, "language": "de"}).status_code == 422
     assert checkout(customer, cart_id, {**CHECKOUT, "payment": {"mode": "card"}}).status_code == 422
     assert checkout(customer, f"cart-{unique}", CHECKOUT).status_code == 404
@@ -268,13 +271,16 @@ def test_checkout_with_recurrence_requests_a_standing_order(cfg, harness, operat
     customer.put(f"/carts/{cart_id}/lines/{sku}", json={"quantity": 200}).raise_for_status()
     # the shared clock may have been moved ahead by other tests
     start = harness.clock.now().astimezone(ZoneInfo("Europe/Zagreb")).date() + timedelta(days=3)
-    recurrence = {"every": 2, "unit": "months", "start_date": start.isoformat(), "time_zone": "Europe/Zagreb",
-                  "max_occurrences": 6}
-    past = checkout(customer, cart_id, {**CHECKOUT, "recurrence": {**recurrence, "start_date": "2020-01-01"}})
-    assert past.status_code == 422 and "in the past" in past.text
+    terms = {"interval": {"every": 2, "unit": "months"}, "start_date": start.isoformat(),
+             "time_zone": "Europe/Zagreb", "max_occurrences": 6}    # the scheduler's shape
+    past = checkout(customer, cart_id, {**CHECKOUT, "standing_order": {**terms, "start_date": "2020-01-01"}})
+    assert past.status_code == 409 and "in the past" in past.text
+    backwards = checkout(customer, cart_id, {**CHECKOUT, "standing_order": {**terms, "end_date": "2020-01-01"}})
+    assert (backwards.status_code, backwards.json()["type"]) == (409, "https://salesbus.dev/problems/refused")
 
-    r = checkout(customer, cart_id, {**CHECKOUT, "recurrence": recurrence})
+    r = checkout(customer, cart_id, {**CHECKOUT, "standing_order": terms})
     assert r.status_code == 202, r.text
+    assert r.headers["Location"] == f"/standing-orders/{r.json()['standing_order_id']}"
     answer = r.json()
     assert "order_id" not in answer and answer["first_order_on"] == start.isoformat()
     assert answer["total"] == {"amount": "370.00", "currency": "EUR"}
@@ -297,3 +303,42 @@ def test_demo_seed_puts_a_small_eur_catalog(operator, customer):
     assert bulb["unit_price"]["amount"] == "1.85" and bulb["active"]
     assert seed_catalog(operator) == seeded  # running it again changes nothing
     assert customer.get("/products/BULB-LED-9W").status_code == 200
+
+
+def test_a_nul_in_a_cart_id_or_sku_is_refused_not_a_server_error(operator, customer, unique):
+    """GET /carts/a%00b answered 500: the cart id went to PostgreSQL, which refuses a NUL in text.
+    Every path parameter is now a bounded id (1-200 characters, no control characters): 422, and
+    nothing reaches the database."""
+    sku = f"T{unique.upper()}-NUL"
+    put_product(operator, sku, "1.00")
+    cart_id = new_cart(customer)
+    assert customer.get("/carts/a%00b").status_code == 422
+    assert customer.put(f"/carts/{cart_id}/lines/AB%00C", json={"quantity": 1}).status_code == 422
+    assert customer.delete(f"/carts/{cart_id}/lines/AB%00C").status_code == 422
+    assert customer.post(f"/carts/{cart_id}%00/checkout", json=CHECKOUT,
+                         headers={"Idempotency-Key": str(uuid.uuid4())}).status_code == 422
+    assert customer.get(f"/products/{sku}%00").status_code == 422
+    assert customer.get("/products", params={"q": "bulb\x00"}).status_code == 422
+    assert customer.get(f"/carts/{cart_id}").json()["lines"] == []
+
+
+def test_a_nul_in_the_product_search_is_refused_not_a_server_error(customer):
+    """Issue 16: schemathesis found GET /products?q= with a NUL byte answering 500."""
+    r = customer.get("/products", params={"q": "bulb\x00"})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["query", "q"], r.text
+
+
+def test_the_checkout_schema_says_a_card_needs_its_token_and_lists_the_languages(harness, operator):
+    """Issue 16: `card_token` was required for card payments but not in the schema, and `language`
+    listed none of the six codes it accepts."""
+    doc = operator.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    payment = schemas["CheckoutIn"]["properties"]["payment"]
+    assert payment["discriminator"]["propertyName"] == "mode"
+    assert schemas["CardPaymentIn"]["required"] == ["mode", "card_token"]
+    assert "tok_insufficient_funds" in schemas["CardPaymentIn"]["properties"]["card_token"]["description"]
+    assert "card_token" not in schemas["AccountPaymentIn"]["properties"]
+    assert set(schemas["CheckoutIn"]["properties"]["language"]["enum"]) == {"en", "es", "fr", "pl", "vi", "hr"}
+    key = next(p for p in doc["paths"]["/carts/{cart_id}/checkout"]["post"]["parameters"]
+               if p["name"] == "Idempotency-Key")
+    assert key["required"] is True and key["in"] == "header"

@@ -1,14 +1,11 @@
-"""The CRM on the real stack: automatic tasks once per cause, reminders that fire only for the
-task's current reminder, "today" in the salesperson's zone, one merged timeline per customer,
-and events about unknown customers dead-lettered with the reason.
-
-Other services may run in the same session and react to the orders published here (confirm
-them, email about them): assertions look at this test's own entries, never at totals.
-"""
+"""The CRM on the real broker: what only the bus shows. A task's reminder requested by the CRM,
+fired by the scheduler's timer and announced as ReminderDue; a customer learned from a first
+order that arrives on the bus (nothing dead-lettered); the supplier balance following payments'
+announcements; the customer view kept from orders', payments' and the scheduler's events. Every
+other CRM behaviour is tested on the handler tier (tests/handlers/test_crm.py)."""
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import timedelta
 
 import psycopg
 import pytest
@@ -16,13 +13,11 @@ from psycopg.rows import dict_row
 
 from runtime.config import with_dbname
 from runtime.tap import tap
-from schemas import (ContactLogged, NotificationSent, OrderPlaced, OrderShipped, TimerFired, deterministic_id,
-                     parse_record, REGISTRY)
-from services.crm import tasks
+from schemas import REGISTRY, SupplierAccountChanged, parse_record
 from tests.conftest import wait_until
+from tests.handlers.test_crm import LEAD, new_task, placed, profile, shipped
 
 pytestmark = pytest.mark.integration
-LEAD = timedelta(hours=24)   # SALESBUS_CRM_REMINDER_LEAD_HOURS default
 WAIT = 60
 
 
@@ -41,280 +36,16 @@ def handled(cfg, event_id: str) -> bool:
     return bool(sql(cfg, "SELECT 1 FROM inbox WHERE event_id = %s", (event_id,)))
 
 
-def outbox(cfg, topic: str, key: str) -> list:
-    """What the CRM emitted (committed with the handler's state change), parsed."""
-    rows = sql(cfg, "SELECT value FROM outbox WHERE topic = %s AND key = %s ORDER BY id", (topic, key))
-    return [parse_record(bytes(r["value"]), REGISTRY) for r in rows]
-
-
 def on_bus(cfg, topic: str, key: str) -> list:
     return list(tap(cfg.kafka_common(), [topic], follow=False, idle_exit_s=1.0, keys={key}))
 
 
-def profile(customer_id: str, salesperson: str, time_zone: str = "Europe/Zagreb") -> dict:
-    return {"customer_id": customer_id, "name": f"Hotel {customer_id}", "segment": "hospitality",
-            "language": "hr", "time_zone": "Europe/Zagreb",
-            "salesperson": {"id": salesperson, "email": f"{salesperson}@salesbus.example", "time_zone": time_zone},
-            "contacts": [{"name": "Ivana Horvat", "role": "purchasing", "email": "ivana@hotel.example",
-                          "phone": "+385 21 555 010", "primary": True},
-                         {"name": "Marko Babić", "role": "facilities", "phone": "+385 21 555 011"}]}
-
-
-def new_customer(crm, unique: str, suffix: str = "", time_zone: str = "Europe/Zagreb"):
-    cid, sp = f"cust-{unique}{suffix}", f"sp-{unique}{suffix}"
+def new_customer(crm, unique: str):
+    cid, sp = f"cust-{unique}", f"sp-{unique}"
     api = crm.client("crm", "salesperson", sp)
-    r = api.post("/customers", json=profile(cid, sp, time_zone))
+    r = api.post("/customers", json=profile(cid, sp))
     assert r.status_code == 201, r.text
     return cid, sp, api
-
-
-def placed(order_id: str, customer_id: str, at: datetime) -> OrderPlaced:
-    return OrderPlaced.model_validate({
-        "order_id": order_id, "customer_id": customer_id, "channel": "edi",
-        "lines": [{"sku": "BULB-LED-9W", "name": "LED bulb", "quantity": 10, "unit_price": {"amount": "1.85", "currency": "EUR"}}],
-        "total": {"amount": "18.50", "currency": "EUR"},
-        "delivery": {"recipient": "Goods in", "address_lines": ["Obala 1"], "city": "Split", "postal_code": "21000",
-                     "country": "HR", "phone": "+385 21 000", "email": "buyer@hotel.example"},
-        "payment": {"mode": "card", "card_token": "tok_visa_approved"}, "placed_at": at})
-
-
-def shipped(order_id: str, customer_id: str | None, at: datetime) -> OrderShipped:
-    return OrderShipped(order_id=order_id, customer_id=customer_id, carrier="GLS", tracking_number=f"T{order_id}",
-                        distribution_centre="Zagreb DC", shipped_at=at)
-
-
-def fired(reminder_id: str, task_id: str, fire_at: datetime) -> TimerFired:
-    return TimerFired(timer_id=reminder_id, owner="crm", kind="task_reminder", fire_at=fire_at, fired_at=fire_at,
-                      payload={"task_id": task_id, "reminder_id": reminder_id})
-
-
-def new_task(api, cid: str, due: datetime, title: str = "Call about the spring catalogue") -> dict:
-    r = api.post(f"/customers/{cid}/tasks", json={"title": title, "due_at": due.isoformat()})
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-def timer_requested(cfg, reminder_id: str):
-    recs = wait_until(lambda: on_bus(cfg, "TimerRequested", reminder_id), WAIT, message="TimerRequested")
-    return parse_record(recs[0].value, REGISTRY)[1]
-
-
-def test_follow_up_task_is_created_once_under_redelivery_and_duplicate_shipments(crm, cfg, bus, unique):
-    cid, sp, api = new_customer(crm, unique)
-    order_id, at = f"o-{unique}", crm.clock.now().replace(microsecond=0)
-    first = bus.publish(shipped(order_id, cid, at))
-    bus.publish(shipped(order_id, cid, at), event_id=first)        # redelivery of the same event
-    again = bus.publish(shipped(order_id, cid, at))                 # the warehouse sends it again, new id
-    wait_until(lambda: handled(cfg, again), WAIT, message="the duplicate shipment to be handled")  # same partition
-
-    rows = sql(cfg, "SELECT * FROM tasks WHERE customer_id = %s AND kind = 'order_follow_up'", (cid,))
-    assert len(rows) == 1, "one follow-up per shipped order, however often the shipment arrives"
-    assert rows[0]["due_at"] == at + timedelta(days=3) and rows[0]["salesperson_id"] == sp
-    created = [e for _, e in outbox(cfg, "TaskChanged", cid) if e.change == "created"]
-    assert len(created) == 1 and created[0].task_id == rows[0]["task_id"]
-    assert len(outbox(cfg, "TimerRequested", rows[0]["reminder_id"])) == 1
-    follow_ups = [t for t in api.get(f"/customers/{cid}").json()["open_tasks"] if t["kind"] == "order_follow_up"]
-    assert [t["task_id"] for t in follow_ups] == [rows[0]["task_id"]]
-
-
-def test_shipment_naming_no_customer_waits_for_its_order(crm, cfg, bus, unique):
-    cid, sp, api = new_customer(crm, unique)
-    now = crm.clock.now()
-    early = bus.publish(shipped(f"o-{unique}", None, now))   # an upstream warehouse, before OrderPlaced arrived
-    wait_until(lambda: handled(cfg, early), WAIT, message="the early shipment")
-    follow_up = "SELECT * FROM tasks WHERE cause_key = %s"
-    assert sql(cfg, follow_up, (f"follow_up:o-{unique}",)) == []
-    bus.publish(placed(f"o-{unique}", cid, now - timedelta(hours=2)))
-    rows = wait_until(lambda: sql(cfg, follow_up, (f"follow_up:o-{unique}",)), WAIT, message="the follow-up task")
-    assert rows[0]["customer_id"] == cid and rows[0]["due_at"] == now + timedelta(days=3)
-
-
-def test_profiles_are_kept_by_their_owner_or_an_operator(crm, unique):
-    cid, sp, api = new_customer(crm, unique)
-    body = profile(cid, sp)
-    assert api.post("/customers", json=body).status_code == 409
-    del body["customer_id"]
-    body["contacts"] = [{"name": "Ivana Horvat", "role": "director", "primary": True}]
-    r = api.put(f"/customers/{cid}", json=body)
-    assert r.status_code == 200 and [c["role"] for c in r.json()["contacts"]] == ["director"], r.text
-    assert crm.client("crm", "salesperson", f"other-{unique}").put(f"/customers/{cid}", json=body).status_code == 403
-    assert crm.client("crm", "operator", "ops").put(f"/customers/{cid}", json=body).status_code == 200
-    assert crm.client("crm", "customer", cid).get(f"/customers/{cid}").status_code == 403
-    two_primaries = {**body, "contacts": [{"name": "A", "primary": True}, {"name": "B", "primary": True}]}
-    assert api.put(f"/customers/{cid}", json=two_primaries).status_code == 422
-    assert api.put(f"/customers/{cid}", json={**body, "time_zone": "Mars/Olympus"}).status_code == 422
-    assert api.get(f"/customers/nobody-{unique}").status_code == 404
-
-
-def test_reassigned_task_is_reminded_to_its_new_salesperson(crm, cfg, bus, unique):
-    cid, sp, api = new_customer(crm, unique)
-    task = new_task(api, cid, crm.clock.now() + timedelta(days=3))
-    colleague = f"sp-{unique}-2"
-    path = f"/tasks/{task['task_id']}/reassign"
-    assert api.post(path, json={"salesperson_id": colleague}).status_code == 422, "a new salesperson needs an email"
-    r = api.post(path, json={"salesperson_id": colleague, "email": f"{colleague}@salesbus.example",
-                             "time_zone": "Europe/Warsaw"})
-    assert r.status_code == 200 and r.json()["salesperson_id"] == colleague, r.text
-    assert api.post(f"/tasks/{task['task_id']}/complete").status_code == 403, "no longer hers to complete"
-    theirs = crm.client("crm", "salesperson", colleague).get("/me/tasks").json()["tasks"]
-    assert [t["task_id"] for t in theirs] == [task["task_id"]]
-    assert [e.change for _, e in outbox(cfg, "TaskChanged", cid)] == ["created", "reassigned"]
-
-    when = bus.publish(fired(task["reminder_id"], task["task_id"], crm.clock.now()))
-    wait_until(lambda: handled(cfg, when), WAIT, message="the reminder timer")
-    [(_, reminder)] = outbox(cfg, "ReminderDue", task["task_id"])
-    assert (reminder.salesperson_id, reminder.salesperson_email, reminder.time_zone) == (
-        colleague, f"{colleague}@salesbus.example", "Europe/Warsaw")
-
-
-def test_reminder_fires_the_lead_time_before_due_and_reaches_the_salesperson_once(crm, cfg, bus, unique):
-    cid, sp, api = new_customer(crm, unique)
-    due = (crm.clock.now() + timedelta(days=5)).replace(microsecond=0)
-    task = new_task(api, cid, due)
-    request = timer_requested(cfg, task["reminder_id"])
-    assert request.fire_at == due - LEAD, "the reminder fires the lead time before the task is due"
-    assert (request.owner, request.kind) == ("crm", "task_reminder")
-    assert request.payload == {"task_id": task["task_id"], "reminder_id": task["reminder_id"]}
-
-    one = bus.publish(fired(task["reminder_id"], task["task_id"], request.fire_at))
-    two = bus.publish(fired(task["reminder_id"], task["task_id"], request.fire_at))   # a scheduler retry
-    wait_until(lambda: handled(cfg, one) and handled(cfg, two), WAIT, message="both timer firings")
-    due_events = outbox(cfg, "ReminderDue", task["task_id"])
-    assert len(due_events) == 1
-    ce, reminder = due_events[0]
-    assert ce.id == deterministic_id("ReminderDue", task["reminder_id"])
-    assert (reminder.salesperson_email, reminder.time_zone, reminder.due_at) == (f"{sp}@salesbus.example",
-                                                                                "Europe/Zagreb", due)
-    wait_until(lambda: on_bus(cfg, "ReminderDue", task["task_id"]), WAIT, message="ReminderDue on the bus")
-
-
-def test_completed_task_withdraws_its_reminder_and_a_late_firing_sends_nothing(crm, cfg, bus, unique):
-    cid, sp, api = new_customer(crm, unique)
-    task = new_task(api, cid, crm.clock.now() + timedelta(days=2))
-    r = api.post(f"/tasks/{task['task_id']}/complete", json={"note": "called, all fine"})
-    assert r.status_code == 200 and r.json()["status"] == "done", r.text
-    assert [e.timer_id for _, e in outbox(cfg, "TimerCancelled", task["reminder_id"])] == [task["reminder_id"]]
-    assert api.post(f"/tasks/{task['task_id']}/snooze", json={"due_at": "2099-01-01T00:00:00Z"}).status_code == 409
-
-    late = bus.publish(fired(task["reminder_id"], task["task_id"], crm.clock.now()))  # the cancel lost the race
-    wait_until(lambda: handled(cfg, late), WAIT, message="the late timer to be handled")
-    assert outbox(cfg, "ReminderDue", task["task_id"]) == [], "a completed task's reminder must not be sent"
-
-
-def test_snoozed_task_gets_a_new_reminder_and_the_old_one_never_fires(crm, cfg, bus, unique):
-    cid, sp, api = new_customer(crm, unique)
-    task = new_task(api, cid, crm.clock.now() + timedelta(days=2))
-    later = (crm.clock.now() + timedelta(days=6)).replace(microsecond=0)
-    r = api.post(f"/tasks/{task['task_id']}/snooze", json={"due_at": later.isoformat()})
-    assert r.status_code == 200, r.text
-    snoozed = r.json()
-    assert snoozed["reminder_id"] != task["reminder_id"] and datetime.fromisoformat(snoozed["due_at"]) == later
-    assert len(outbox(cfg, "TimerCancelled", task["reminder_id"])) == 1
-    assert timer_requested(cfg, snoozed["reminder_id"]).fire_at == later - LEAD
-
-    stale = bus.publish(fired(task["reminder_id"], task["task_id"], crm.clock.now()))
-    wait_until(lambda: handled(cfg, stale), WAIT, message="the stale timer to be handled")
-    assert outbox(cfg, "ReminderDue", task["task_id"]) == [], "the snoozed-away reminder must not be sent"
-    current = bus.publish(fired(snoozed["reminder_id"], task["task_id"], later - LEAD))
-    wait_until(lambda: handled(cfg, current), WAIT, message="the current timer to be handled")
-    assert [e.reminder_id for _, e in outbox(cfg, "ReminderDue", task["task_id"])] == [snoozed["reminder_id"]]
-
-
-def test_due_today_is_the_salespersons_calendar_day(crm, cfg, unique):
-    tokyo_cid, tokyo_sp, tokyo = new_customer(crm, unique, "-jp", "Asia/Tokyo")
-    utc_cid, utc_sp, utc = new_customer(crm, unique, "-utc", "UTC")
-    now, zone = crm.clock.now(), ZoneInfo("Asia/Tokyo")
-    tokyo_today = now.astimezone(zone).date()
-    # an instant on Tokyo's today that is on another calendar day in UTC
-    local = time(0, 30) if tokyo_today == now.date() else time(23, 30)
-    due = datetime.combine(tokyo_today, local, zone)
-    assert tasks.is_due_today(due, now, "Asia/Tokyo") and not tasks.is_due_today(due, now, "UTC")
-    jp_task, utc_task = new_task(tokyo, tokyo_cid, due), new_task(utc, utc_cid, due)
-
-    mine = tokyo.get("/me/tasks", params={"due": "today"}).json()
-    assert mine["today"] == tokyo_today.isoformat() and mine["time_zone"] == "Asia/Tokyo"
-    assert [t["task_id"] for t in mine["tasks"]] == [jp_task["task_id"]]
-    assert utc.get("/me/tasks", params={"due": "today"}).json()["tasks"] == []
-    assert [t["task_id"] for t in utc.get("/me/tasks").json()["tasks"]] == [utc_task["task_id"]]
-
-
-def test_contact_for_unknown_customer_is_dead_lettered_with_the_reason(crm, cfg, bus, unique):
-    ghost = f"ghost-{unique}"
-    bus.publish(ContactLogged(entry_id=f"e-{unique}", customer_id=ghost, channel="phone_call",
-                              occurred_at=crm.clock.now(), summary="inbound call", source="telephony"))
-    dead = wait_until(lambda: on_bus(cfg, "ContactLogged.DLQ", ghost), WAIT, message="the DLQ record")
-    assert dead[0].headers["__connect.errors.exception.class.name"] == "Rejected"
-    assert f"unknown customer '{ghost}'" in dead[0].headers["__connect.errors.exception.message"]
-    # a reminder email to our own salesperson is not a customer event: skipped, not dead-lettered
-    note = bus.publish(NotificationSent(notification_id=f"n-{unique}", customer_id=ghost, kind="reminder",
-                                        recipient="ana@salesbus.example", subject="Reminder", language="en",
-                                        sent_at=crm.clock.now()))
-    wait_until(lambda: handled(cfg, note), WAIT, message="the reminder notification")
-    assert sql(cfg, "SELECT outcome FROM inbox WHERE event_id = %s", (note,))[0]["outcome"] == "handled"
-
-
-def test_timeline_merges_contacts_emails_and_orders_in_time_order(crm, cfg, bus, unique):
-    cid, sp, api = new_customer(crm, unique)
-    now = crm.clock.now()
-    ago = lambda days: now - timedelta(days=days)  # noqa: E731
-    bus.publish(placed(f"o-{unique}", cid, ago(9)))
-    bus.publish(NotificationSent(notification_id=f"n-{unique}", customer_id=cid, order_id=f"o-{unique}",
-                                 kind="order_confirmation", recipient="buyer@hotel.example",
-                                 subject="Order confirmed", language="hr", sent_at=ago(8)))
-    bus.publish(ContactLogged(entry_id=f"web-{unique}", customer_id=cid, channel="web_visit", occurred_at=ago(2),
-                              summary="viewed LED tubes", source="website"))
-    r = api.post(f"/customers/{cid}/contacts", json={"channel": "phone_call", "occurred_at": ago(6).isoformat(),
-                                                     "summary": "asked about delivery days",
-                                                     "contact_name": "Ivana Horvat"})
-    assert r.status_code == 201 and r.json()["salesperson_id"] == sp, r.text
-    call = r.json()["entry_id"]
-    bus.publish(ContactLogged(entry_id=f"mail-{unique}", customer_id=cid, channel="email_in", occurred_at=ago(9.5),
-                              summary="price list request", source="mail-gateway"))  # arrives last, oldest
-
-    ours = [f"mail-{unique}", f"order:o-{unique}:placed", f"notification:n-{unique}", call, f"web-{unique}"]
-    def entries(**params):
-        return api.get(f"/customers/{cid}/timeline", params={"page_size": 200, **params}).json()["entries"]
-    wait_until(lambda: set(ours) <= {e["entry_id"] for e in entries()}, WAIT, message="every entry on the timeline")
-    wait_until(lambda: handled(cfg, deterministic_id("ContactLogged", call)), WAIT,
-               message="our own ContactLogged to come back")
-    newest = [e for e in entries() if e["entry_id"] in ours]
-    assert [e["entry_id"] for e in newest] == ours[::-1]
-    assert [e["kind"] for e in newest] == ["contact", "contact", "email", "order", "contact"]
-    assert [e["entry_id"] for e in entries(order="oldest") if e["entry_id"] in ours] == ours
-
-    contacts = api.get(f"/customers/{cid}/timeline", params={"kind": "contact", "page_size": 2, "page": 2}).json()
-    assert contacts["total"] == 3, "our own call, seen again on the bus, must not be doubled"
-    assert [e["entry_id"] for e in contacts["entries"]] == [f"mail-{unique}"]
-    assert api.get(f"/customers/{cid}/timeline", params={"kind": "bogus"}).status_code == 422
-
-    quiet = lambda days: {c["customer_id"] for c in api.get("/customers", params={"no_contact_days": days}).json()["customers"]}  # noqa: E731
-    assert cid in quiet(5), "a web visit is not a conversation: the last contact is the call 6 days ago"
-    assert cid not in quiet(7)
-
-
-def test_reorder_call_follows_the_customers_ordering_cadence(crm, cfg, bus, unique):
-    cid, sp, api = new_customer(crm, unique)
-    now = crm.clock.now().replace(microsecond=0)
-    times = [now - timedelta(days=40), now - timedelta(days=20), now - timedelta(days=1)]
-    ids = [bus.publish(placed(f"o{i}-{unique}", cid, at)) for i, at in enumerate(times[:2])]
-    wait_until(lambda: all(handled(cfg, i) for i in ids), WAIT, message="the first two orders")
-    reorder = lambda: sql(cfg, "SELECT * FROM tasks WHERE customer_id = %s AND kind = 'reorder_call' "  # noqa: E731
-                               "ORDER BY created_at", (cid,))
-    assert reorder() == [], "two orders are not yet a cadence"
-
-    bus.publish(placed(f"o2-{unique}", cid, times[2]))
-    first = wait_until(reorder, WAIT, message="the reorder task")
-    assert len(first) == 1
-    # gaps of 20 and 19 days: next order expected 19.5 days after the last, the call 3 days before
-    assert first[0]["due_at"] == times[2] + timedelta(days=19.5) - timedelta(days=3)
-    assert first[0]["status"] == "open" and first[0]["salesperson_id"] == sp
-
-    bus.publish(placed(f"o3-{unique}", cid, now))    # they reordered: the old prediction is moot
-    wait_until(lambda: len(reorder()) == 2, WAIT, message="the new reorder task")
-    old, new = reorder()
-    assert (old["task_id"], old["status"]) == (first[0]["task_id"], "cancelled")
-    assert new["status"] == "open" and new["cause_key"].endswith(f"o3-{unique}")
-    assert len(outbox(cfg, "TimerCancelled", old["reminder_id"])) == 1
 
 
 def test_reminder_end_to_end_through_the_scheduler(harness, cfg, unique):
@@ -328,3 +59,115 @@ def test_reminder_end_to_end_through_the_scheduler(harness, cfg, unique):
     task = new_task(api, cid, due)
     recs = wait_until(lambda: on_bus(cfg, "ReminderDue", task["task_id"]), WAIT, message="the scheduler's firing")
     assert parse_record(recs[0].value, REGISTRY)[1].reminder_id == task["reminder_id"]
+
+
+def test_an_order_from_a_customer_without_a_profile_creates_one_and_reaches_the_timeline(crm, cfg, bus, unique):
+    """Issue 16: an OrderPlaced for a customer the CRM had no profile for was dead-lettered
+    ("unknown customer ... has no profile"), and once the profile was made the order never reached
+    the timeline. Now the first order creates a profile from its delivery details, marked for a
+    salesperson to complete; a redelivery and a second order change nothing about it."""
+    cid, order_id = f"new-{unique}", f"o-{unique}"
+    at = crm.clock.now().replace(microsecond=0)
+    first = bus.publish(placed(order_id, cid, at))
+    bus.publish(placed(order_id, cid, at), event_id=first)                 # redelivered
+    wait_until(lambda: handled(cfg, first), WAIT, message="the first order to be handled")  # another key
+    again = bus.publish(placed(f"o2-{unique}", cid, at + timedelta(hours=1)))  # their second order
+    wait_until(lambda: handled(cfg, again), WAIT, message="the second order to be handled")
+    assert [r["outcome"] for r in sql(cfg, "SELECT outcome FROM inbox WHERE event_id IN (%s, %s)",
+                                      (first, again))] == ["handled", "handled"]
+
+    with crm.client("crm", "salesperson", f"sp-{unique}") as api:
+        got = api.get(f"/customers/{cid}")
+        assert got.status_code == 200, got.text
+        p = got.json()
+        assert (p["source"], p["needs_review"], p["first_order_id"]) == ("first_order", True, order_id)
+        assert (p["time_zone"], p["segment"], p["salesperson"]["id"]) == ("Europe/Zagreb", "unclassified", "sales-desk")
+        assert [(c["name"], c["email"], c["phone"], c["primary"]) for c in p["contacts"]] == \
+            [("Goods in", "buyer@hotel.example", "+385 21 000", True)]
+        assert p["first_order_delivery"]["city"] == "Split"
+        entries = api.get(f"/customers/{cid}/timeline", params={"kind": "order_placed"}).json()["items"]
+        assert sorted(e["entry_id"] for e in entries) == sorted([f"order:{order_id}:placed",
+                                                                 f"order:o2-{unique}:placed"])
+        # the salesperson completes the profile: no longer waiting for review
+        body = {k: v for k, v in profile(cid, f"sp-{unique}").items() if k != "customer_id"}
+        with crm.client("crm", "operator", f"op-{unique}") as ops:
+            assert ops.put(f"/customers/{cid}", json=body).status_code == 200
+        done = api.get(f"/customers/{cid}").json()
+        assert (done["source"], done["needs_review"], done["salesperson"]["id"]) == \
+            ("first_order", False, f"sp-{unique}")
+    assert on_bus(cfg, "OrderPlaced.DLQ", order_id) == []
+
+
+def test_the_supplier_balance_follows_every_charge_and_payment_and_never_rolls_back(harness, cfg, bus, unique):
+    """Issue 16: the CRM showed 0.00 where payments said 271.70. Every account change is announced
+    (SupplierAccountChanged, in the charging transaction) with a version; the CRM keeps the highest
+    version, not the latest changed_at, so an old announcement replayed with a clock ahead (another
+    replica) cannot put the balance back."""
+    harness.start("crm", "payments")
+    cid, sp, api = new_customer(harness, unique)
+    with harness.client("payments", "operator", f"op-{unique}") as ops:
+        opened = ops.put(f"/accounts/{cid}", json={"credit_limit": "1000.00", "currency": "EUR",
+                                                   "payment_terms_days": 30})
+        assert opened.status_code == 201, opened.text
+        order = placed(f"o-{unique}", cid, harness.clock.now()).model_copy(update={"payment": {"mode": "account"}})
+        bus.publish(order)
+
+        def crm_account():
+            return api.get(f"/customers/{cid}").json()["supplier_account"] or {}
+        wait_until(lambda: crm_account().get("open_balance") == "18.50", WAIT, message="the charge in the CRM")
+        assert ops.get(f"/accounts/{cid}").json()["open_balance"] == "18.50"
+        paid = ops.post(f"/accounts/{cid}/payments", json={"payer_reference": f"bank-{unique}", "amount": "5.00",
+                                                           "currency": "EUR"})
+        assert paid.status_code == 201, paid.text
+        wait_until(lambda: crm_account().get("open_balance") == "13.50", WAIT, message="the payment in the CRM")
+        figures = ops.get(f"/accounts/{cid}").json()
+    shown = crm_account()
+    assert (shown["open_balance"], shown["available_credit"], shown["version"]) == \
+        (figures["open_balance"], "986.50", 3)
+
+    first = [e for e in (r.event() for r in on_bus(cfg, "SupplierAccountChanged", cid))
+             if e["data"]["version"] == 1]
+    stale = SupplierAccountChanged.model_validate(
+        {**first[0]["data"], "changed_at": harness.clock.now() + timedelta(days=365)})
+    replay = bus.publish(stale)
+    wait_until(lambda: handled(cfg, replay), WAIT, message="the stale announcement")
+    assert crm_account()["open_balance"] == "13.50", "an older version must not roll the balance back"
+
+
+def test_a_customers_orders_standing_orders_and_lookup_by_email_from_one_place(crm, cfg, bus, unique):
+    """Issue 16: support could not find a customer by e-mail or name, nor see their orders,
+    standing orders and account in one place. The CRM keeps them from the events it consumes."""
+    from schemas import StandingOrderChanged
+    cid, sp, api = new_customer(crm, unique)
+    now = crm.clock.now().replace(microsecond=0)
+    older, newer = f"o1-{unique}", f"o2-{unique}"
+    bus.publish(shipped(older, cid, now - timedelta(days=1)))   # overtook its OrderPlaced (another topic)
+    bus.publish(placed(older, cid, now - timedelta(days=2)))
+    bus.publish(placed(newer, cid, now))
+    so = StandingOrderChanged.model_validate({
+        "standing_order_id": f"so-{unique}", "customer_id": cid, "lines": [{"sku": "BULB-LED-9W", "quantity": 10}],
+        "delivery": placed(newer, cid, now).delivery.model_dump(), "payment": {"mode": "account"},
+        "interval": {"every": 2, "unit": "weeks"}, "start_date": (now + timedelta(days=7)).date().isoformat(),
+        "time_zone": "Europe/Zagreb", "change": "created", "status": "active", "changed_at": now})
+    last = bus.publish(so)
+    wait_until(lambda: handled(cfg, last), WAIT, message="the standing order")
+    def both():
+        v = api.get(f"/customers/{cid}").json()
+        return v if v["orders_total"] == 2 and v["recent_orders"][1]["status"] == "shipped" else None
+    try:
+        view = wait_until(both, WAIT, message="both orders in the view")
+    except AssertionError:
+        raise AssertionError(f"the view: {api.get(f'/customers/{cid}').json()}") from None
+    assert [o["order_id"] for o in view["recent_orders"]] == [newer, older]
+    assert (view["recent_orders"][0]["status"], view["recent_orders"][0]["total"]) == ("placed", "18.50")
+    assert [(s["standing_order_id"], s["status"], s["interval"]) for s in view["standing_orders"]] == \
+        [(f"so-{unique}", "active", {"every": 2, "unit": "weeks"})]
+    orders = api.get(f"/customers/{cid}/orders", params={"limit": 1}).json()
+    assert ([o["order_id"] for o in orders["items"]], orders["total"]) == ([newer], 2)
+    assert api.get(orders["next"]).json()["items"][0]["order_id"] == older
+
+    found = api.get("/customers", params={"q": "IVANA@hotel"}).json()     # a key contact's e-mail, any case
+    assert cid in [c["customer_id"] for c in found["items"]]
+    assert [c["customer_id"] for c in api.get("/customers", params={"q": f"hotel cust-{unique}"}).json()["items"]] \
+        == [cid]                                                           # by name
+    assert api.get("/customers", params={"q": "no-such-customer-" + unique}).json()["total"] == 0

@@ -66,6 +66,22 @@ def samples(u: str) -> dict[str, dict]:
                            "payload": {"task_id": f"t-{u}"}},
         "TimerCancelled": {"timer_id": f"tm-{u}", "owner": "crm"},
         "TimerFired": {"timer_id": f"tm-{u}", "owner": "crm", "kind": "reminder", "fire_at": AT, "fired_at": AT},
+        "InvoiceIssued": {"invoice_number": "INV-2026-000001", "customer_id": f"c-{u}", "order_id": f"o-{u}",
+                          "lines": [LINE], "tax_total": {"amount": "0.00", "currency": "EUR"},
+                          "total": {"amount": "3.00", "currency": "EUR"}, "issue_date": "2026-03-01",
+                          "due_date": "2026-03-31", "time_zone": "Europe/Zagreb", "billing_email": "ap@example.hr",
+                          "issued_at": AT},
+        "PaymentReceived": {"payer_reference": f"bank-{u}", "customer_id": f"c-{u}",
+                            "amount": {"amount": "3.00", "currency": "EUR"}, "received_on": "2026-03-05",
+                            "invoice_numbers": ["INV-2026-000001"]},
+        "CreditNoteIssued": {"credit_note_number": "CN-2026-000001", "customer_id": f"c-{u}", "order_id": f"o-{u}",
+                             "invoice_number": "INV-2026-000001", "amount": {"amount": "3.00", "currency": "EUR"},
+                             "reason": "customer request", "issue_date": "2026-03-02", "issued_at": AT},
+        "OrderRefunded": {**order, "method": "account", "amount": {"amount": "3.00", "currency": "EUR"},
+                          "refund_reference": "CN-2026-000001", "refunded_at": AT},
+        "InvoiceOverdue": {"invoice_number": "INV-2026-000001", "customer_id": f"c-{u}", "step_days": 3,
+                           "days_overdue": 4, "open_amount": {"amount": "3.00", "currency": "EUR"},
+                           "due_date": "2026-03-31", "noticed_at": AT},
     }
 
 
@@ -111,7 +127,7 @@ def test_every_event_type_exports_to_parquet_and_csv_that_pandas_reads_typed(bus
     placed = pd.read_parquet(tmp_path / "all-OrderPlaced.parquet").set_index("event_id").loc[published["OrderPlaced"]]
     assert placed["total.amount"] == Decimal("4.50") and placed["occurrence"] == 3
     assert placed["placed_at"] == pd.Timestamp(AT) and placed["delivery.city"] == "Split"
-    assert json.loads(placed["delivery.address_lines"]) == ["Obala 1", "Gate 3"]
+    assert placed["delivery.country"] == "HR"  # region stays; the person and address do not (below)
     lines = pd.read_parquet(tmp_path / "all-OrderPlaced.lines.parquet")
     mine = lines[lines["event_id"] == published["OrderPlaced"]].sort_values("index")
     assert list(mine["sku"]) == ["BULB-60W", "CABLE-3M"] and list(mine["quantity"]) == [2, 1]
@@ -128,6 +144,47 @@ def test_every_event_type_exports_to_parquet_and_csv_that_pandas_reads_typed(bus
         from_parquet = from_parquet[from_parquet["event_id"] == published["OrderPlaced"]].reset_index(drop=True)
         pd.testing.assert_frame_equal(from_csv, from_parquet, check_dtype=False)
         assert len(from_csv) == len(from_parquet) > 0
+
+
+PERSONAL = ("+385 21 000", "buyer@example.hr", "Obala 1", "ap@example.hr", "sp@example.hr")
+
+
+def _contents(tmp_path, stem: str, fmt: str) -> dict[str, str]:
+    """Each data file's column names and values as text (Parquet read back: its bytes are compressed)."""
+    files = [p for p in tmp_path.glob(f"{stem}*.{fmt}")]
+    return {p.name: pd.read_parquet(p).to_csv() if fmt == "parquet" else p.read_text() for p in files}
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_exports_leave_out_card_tokens_always_and_contact_data_unless_asked(bus, cli, unique, tmp_path, fmt):
+    """Before: `salesbus export` wrote card tokens, delivery e-mail and phone into analysts' files."""
+    for etype, payload in samples(unique).items():
+        bus.publish(REGISTRY[etype].model_validate(payload))
+    topics = ["OrderPlaced", "StandingOrderRequested", "InvoiceIssued", "ReminderDue", "ContactLogged"]
+    printed = cli("export", *topics, "--out", str(tmp_path / f"safe.{fmt}"), "--since", "1h")
+    assert "card tokens left out (always); personal contact data left out (" in printed.splitlines()[-1]
+    assert "delivery.phone" in printed.splitlines()[-1] and "--include-contact-data" in printed.splitlines()[-1]
+    safe = _contents(tmp_path, "safe", fmt)
+    assert len(safe) >= len(topics) and "Split" in safe[f"safe-OrderPlaced.{fmt}"]
+    for name, body in safe.items():
+        for secret in ("tok_visa_approved", "card_token", *PERSONAL, "delivery.email", "delivery.recipient", "customer_name"):
+            assert secret not in body, f"{name} holds {secret}"
+    mine = pd.read_parquet(tmp_path / "safe-OrderPlaced.parquet") if fmt == "parquet" else None
+    if mine is not None:
+        assert {"delivery.city", "delivery.country", "payment.mode"} <= set(mine.columns)
+        import pyarrow.parquet as pq
+        note = pq.read_schema(tmp_path / "safe-OrderPlaced.parquet").metadata[b"salesbus.left_out"].decode()
+        assert note.startswith("card tokens left out (always); personal contact data left out")
+    else:
+        sidecar = json.loads((tmp_path / f"safe-OrderPlaced.{fmt}.schema.json").read_text())
+        assert "personal contact data left out" in sidecar["description"]
+
+    printed = cli("export", *topics, "--out", str(tmp_path / f"full.{fmt}"), "--since", "1h", "--include-contact-data")
+    assert "personal contact data INCLUDED (--include-contact-data)" in printed.splitlines()[-1]
+    full = "".join(_contents(tmp_path, "full", fmt).values())
+    for value in PERSONAL:
+        assert value in full, f"--include-contact-data lost {value}"
+    assert "tok_visa_approved" not in full and "card_token" not in full, "a card token is never exported"
 
 
 def test_jsonl_export_is_one_flat_object_per_event_filtered_by_time(bus, cli, unique, tmp_path):

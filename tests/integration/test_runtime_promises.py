@@ -16,14 +16,19 @@ from confluent_kafka import Consumer, TopicPartition
 
 from runtime.clock import WallClock
 from runtime.config import with_dbname
+from runtime.db import RUNTIME_MIGRATIONS, migrate
+from runtime.embedded import _die_with_parent
 from runtime.service import ServiceProcess
 from schemas import OrderPlaced
+from tests.builders import rows_in as query
 from tests.conftest import wait_until
 from tests.integration import probe_service
 
 pytestmark = pytest.mark.integration
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOG = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), "salesbus-probe.log"), "ab")
+#: every probe process a test started, so none outlives its test (see stop_leftover_probes)
+_SPAWNED: list[subprocess.Popen] = []
 
 
 def order(order_id: str, customer_id: str = "c-1") -> OrderPlaced:
@@ -52,21 +57,52 @@ def probe_process(cfg, name: str, topics: str = "OrderPlaced", crash_at: str | N
            "PROBE_NAME": name, "PROBE_TOPICS": topics, "SALESBUS_BATCH_TIMEOUT_S": "0.02"}
     if crash_at:
         env["SALESBUS_CRASH_AT"] = crash_at
-    return subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", "tests.integration.probe_service:SERVICE"],
-                            env=env, cwd=ROOT, stdout=LOG, stderr=subprocess.STDOUT)
+    # dies with pytest too: an orphaned probe kept consuming after the session's broker was gone
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", "tests.integration.probe_service:SERVICE"],
+                            env=env, cwd=ROOT, stdout=LOG, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    _SPAWNED.append(proc)
+    return proc
 
 
-def query(cfg, db: str, sql: str, params=()):
-    with psycopg.connect(with_dbname(cfg.database_url, db)) as conn:
-        return conn.execute(sql, params).fetchall()
+def stop_leftover_probes() -> list[int]:
+    """Stop the probe processes still running; returns their pids. A probe left behind by a
+    failing test is a live OrderPlaced consumer emitting an OrderCancelled for every order: in
+    the Kafka tier one (its test failed in caught_up_probe) cancelled every e2e order after it,
+    so customers got 'order_cancelled' emails and each e2e email count was off."""
+    left = [p for p in _SPAWNED if p.poll() is None]
+    for p in left:
+        p.terminate()
+    for p in left:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+    _SPAWNED.clear()
+    return [p.pid for p in left]
+
+
+@pytest.fixture(autouse=True)
+def _no_probe_outlives_its_test():
+    yield
+    stop_leftover_probes()
+
+
+def probe_migrations() -> list[str]:
+    """What a migrated probe database records in schema_migrations: the runtime's and the probe's."""
+    files = sorted(RUNTIME_MIGRATIONS.glob("*.sql")) + sorted(probe_service.SERVICE.migrations.glob("*.sql"))
+    return [f"{f.parent.parent.name}/{f.name}" for f in files]
 
 
 def started(cfg, db: str) -> bool:
-    """The service process has created and migrated its database."""
+    """The service process has created its database and applied every migration. Each migration
+    is its own transaction, so the runtime's first one recorded does not mean `effects` exists:
+    checking for any row made a test poll `effects` in between (UndefinedTable, Kafka tier)."""
     try:
-        return bool(query(cfg, db, "SELECT 1 FROM schema_migrations LIMIT 1"))
+        done = {r[0] for r in query(cfg, db, "SELECT name FROM schema_migrations")}
     except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
         return False
+    return done >= set(probe_migrations())
 
 
 def times(cfg, db: str, aggregate_id: str, topic: str = "OrderPlaced") -> int:
@@ -84,26 +120,92 @@ def committed(cfg, group: str, topic: str) -> int:
         c.close()
 
 
-def records_on(cfg, topic: str, event_or_key: str, timeout: float = 20.0):
+def records_on(cfg, topic: str, event_or_key: str, timeout: float = 20.0, group: str | None = None):
+    """Every record of this event or key on the topic (dead-lettered by this consumer group, when
+    given), read to its end; read again (until timeout) while there is none: on a busy machine a
+    read to the end of a long DLQ can stop at its idle limit before the newest records (seen in
+    the full suite under load)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [rec for rec in records_on_topic(cfg, topic) if _is_of(rec, event_or_key, group)]
+        if found or time.monotonic() > deadline:
+            return found
+        move_reported_end(cfg, topic)
+
+
+def _is_of(rec, event_or_key: str, group: str | None) -> bool:
+    """The record has this key or event id (and was dead-lettered by this group, when given)."""
+    return (event_or_key in (rec.key, rec.headers.get("salesbus.event.id"))
+            and (group is None or rec.headers.get("__connect.errors.consumer.group") == group))
+
+
+def dead_letters_for(cfg, topic: str, keys: list[str], group: str, timeout: float = 90.0) -> dict[str, list]:
+    """This group's dead letters of each key, read in one pass of the topic per try until every key
+    has one. Regression: four waits of 30 s, each reading a DLQ of thousands of records (the fuzz
+    flow's) from its start, ran out on CI before the second key's dead letter was read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = records_on_topic(cfg, topic)
+        found = {k: [rec for rec in records if _is_of(rec, k, group)] for k in keys}
+        missing = [k for k, recs in found.items() if not recs]
+        if not missing:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout}s no dead letter on {topic} from {group} for {missing}; "
+                                 f"found {sorted(k for k in keys if k not in missing)}")
+        move_reported_end(cfg, topic)
+
+
+def records_on_topic(cfg, topic: str) -> list:
     from runtime.tap import tap
-    found = []
-    for rec in tap(cfg.kafka_common(), [topic], follow=False, idle_exit_s=1.0):
-        if event_or_key in (rec.key, rec.headers.get("salesbus.event.id")):
-            found.append(rec)
-    return found
+    return list(tap(cfg.kafka_common(), [topic], follow=False, idle_exit_s=2.0))
+
+
+def move_reported_end(cfg, topic: str) -> None:
+    """Tansu reports a partition's end as the last batch's base offset + 1: the later records
+    of that batch cannot be fetched until something else is written there (a relay batching
+    four dead letters onto one partition hid the second one for good). One record per
+    partition moves the end past them; on Kafka it changes nothing."""
+    from confluent_kafka import Producer
+    p = Producer(cfg.kafka_common())
+    for partition in p.list_topics(topic, timeout=10).topics[topic].partitions:
+        p.produce(topic, key=b"tap-sentinel", value=b"moves Tansu's reported end", partition=partition)
+    p.flush(10)
+    time.sleep(0.5)
 
 
 def caught_up_probe(cfg, bus, name: str, unique: str) -> None:
     """Run the probe once until it has handled what earlier tests left on OrderPlaced and published
     its outbox, then stop it cleanly: the next batch it handles is the test's own record."""
     warm = probe_process(cfg, name)
-    wait_until(lambda: started(cfg, name), timeout=60, message=f"{name}'s database")
-    bus.publish(order(f"o-warm-{unique}"))
-    wait_until(lambda: times(cfg, name, f"o-warm-{unique}") == 1
-               and not query(cfg, name, "SELECT 1 FROM outbox WHERE published_at IS NULL"),
-               timeout=60, message=f"{name} to catch up")
-    warm.terminate()
+    try:
+        wait_until(lambda: started(cfg, name), timeout=60, message=f"{name}'s database")
+        bus.publish(order(f"o-warm-{unique}"))
+        wait_until(lambda: times(cfg, name, f"o-warm-{unique}") == 1
+                   and not query(cfg, name, "SELECT 1 FROM outbox WHERE published_at IS NULL"),
+                   timeout=60, message=f"{name} to catch up")
+    finally:
+        warm.terminate()
     assert warm.wait(30) == 0
+
+
+def test_a_probe_database_counts_as_started_only_once_its_effects_table_is_there(cfg, unique):
+    """Regression: started() was true as soon as the runtime's first migration was recorded, and
+    caught_up_probe then queried `effects` before the probe's own migration had created it."""
+    name = f"probe_migrating_{unique}"
+    url = with_dbname(cfg.database_url, name)
+    migrate(url, None)  # the runtime's migrations only: where a starting probe is for a moment
+    assert not started(cfg, name)
+    migrate(url, probe_service.SERVICE.migrations)
+    assert started(cfg, name) and times(cfg, name, "nothing-yet") == 0
+
+
+def test_a_probe_process_left_running_by_its_test_is_stopped(cfg, unique):
+    """Regression: a test that failed before stopping its probe process left it consuming
+    OrderPlaced (and emitting OrderCancelled) for the rest of the session."""
+    proc = probe_process(cfg, f"probe_left_{unique}")
+    assert stop_leftover_probes() == [proc.pid]
+    assert proc.poll() is not None and stop_leftover_probes() == []
 
 
 def test_same_record_delivered_twice_has_one_effect(cfg, bus, unique):
@@ -143,12 +245,22 @@ def test_relay_killed_between_publish_and_mark_publishes_nothing_new_downstream(
     upstream, downstream = f"probe_up_{unique}", f"probe_down_{unique}"
     with probe(cfg, downstream, ["OrderCancelled"]):
         caught_up_probe(cfg, bus, upstream, unique)
-        first = probe_process(cfg, upstream, crash_at="after_publish")
         bus.publish(order(f"o-{unique}"))
-        assert first.wait(60) == 99
-        # published but never marked: still pending in the outbox
-        pending = query(cfg, upstream, "SELECT event_id FROM outbox WHERE topic = 'OrderCancelled' AND key = %s "
-                                       "AND published_at IS NULL", (f"o-{unique}",))
+        for _attempt in range(3):
+            first = probe_process(cfg, upstream, crash_at="after_publish")
+            assert first.wait(60) == 99
+            # published but never marked: still pending in the outbox
+            pending = query(cfg, upstream, "SELECT event_id FROM outbox WHERE topic = 'OrderCancelled' AND key = %s "
+                                           "AND published_at IS NULL", (f"o-{unique}",))
+            if pending:
+                break
+            # the relay crashed on a batch of other traffic that reached OrderPlaced meanwhile (seen
+            # once on the Kafka tier), before this order's event was handled. Those rows did reach
+            # the broker (the crash comes after the publish) but stay pending, and the next relay
+            # would publish them first and crash on them again (all three tries did in CI): mark
+            # them published, then crash again on this order's event
+            query(cfg, upstream, "UPDATE outbox SET published_at = now() WHERE published_at IS NULL "
+                                 "AND key <> %s RETURNING id", (f"o-{unique}",))
         assert len(pending) == 1
         second = probe_process(cfg, upstream)
         try:
@@ -170,7 +282,7 @@ def test_relay_killed_between_publish_and_mark_publishes_nothing_new_downstream(
 def test_malformed_and_invalid_records_are_dead_lettered_and_the_next_is_handled(cfg, bus, unique):
     name = f"probe_dlq_{unique}"
     with probe(cfg, name):
-        bus.publish_raw("OrderPlaced", b"{not json", key=f"bad-json-{unique}")
+        bad_json_at = bus.publish_raw("OrderPlaced", b"{not json", key=f"bad-json-{unique}")
         invalid = order(f"o-bad-{unique}").model_dump(mode="json")
         invalid["total"] = {"amount": 3.0, "currency": "EUR"}  # a float for money
         from schemas import CloudEvent
@@ -181,28 +293,33 @@ def test_malformed_and_invalid_records_are_dead_lettered_and_the_next_is_handled
         bug_id = bus.publish(order(f"o-bug-{unique}", customer_id="bug"))
         good_id = bus.publish(order(f"o-good-{unique}"))
         wait_until(lambda: times(cfg, name, f"o-good-{unique}") == 1, message="the good record behind the bad ones")
+        # Regression: the bad JSON (another key, so maybe another partition) can sit behind an
+        # earlier test's backlog after the good one is handled; the probe stopped before reaching
+        # it and its dead letter never came (seen on Apache Kafka). Wait for its own inbox row.
+        wait_until(lambda: query(cfg, name, "SELECT 1 FROM inbox WHERE event_id = %s", (bad_json_at,)),
+                   timeout=60, message="the bad JSON's inbox row")
         wait_until(lambda: not query(cfg, name, "SELECT 1 FROM outbox WHERE published_at IS NULL"))
     rows = dict(query(cfg, name, "SELECT event_id, outcome FROM inbox"))
-    assert [rows[i] for i in (f"ev-invalid-{unique}", rejected_id, bug_id, good_id)] == \
-        ["dead_lettered", "dead_lettered", "dead_lettered", "handled"]
+    assert [rows[i] for i in (bad_json_at, f"ev-invalid-{unique}", rejected_id, bug_id, good_id)] == \
+        ["dead_lettered", "dead_lettered", "dead_lettered", "dead_lettered", "handled"]
 
-    def ours(records):  # every consuming service dead-letters its own copy; keep this probe's
-        return [r for r in records if r.headers["__connect.errors.consumer.group"] == name]
-
-    bad_json = ours(records_on(cfg, "OrderPlaced.DLQ", f"bad-json-{unique}"))
+    # every consuming service dead-letters its own copy: keep this probe's; every one must have
+    # reached the broker (a row the relay set aside would be one we only think was published)
+    assert query(cfg, name, "SELECT id, failure FROM outbox WHERE failed_at IS NOT NULL") == []
+    dead = dead_letters_for(cfg, "OrderPlaced.DLQ", [f"bad-json-{unique}", f"o-bad-{unique}",
+                                                     f"o-reject-{unique}", f"o-bug-{unique}"], group=name)
+    bad_json = dead[f"bad-json-{unique}"]
     assert len(bad_json) == 1
     h = bad_json[0].headers
     assert h["__connect.errors.topic"] == "OrderPlaced"
     assert h["__connect.errors.exception.class.name"] == "InvalidRecord"
     assert "not JSON" in h["__connect.errors.exception.message"]
     assert bad_json[0].value == b"{not json"  # the original, untouched
-    invalid_rec = ours(records_on(cfg, "OrderPlaced.DLQ", f"o-bad-{unique}"))
+    invalid_rec = dead[f"o-bad-{unique}"]
     assert "never a float" in invalid_rec[0].headers["__connect.errors.exception.message"]
     assert invalid_rec[0].headers["salesbus.event.id"] == f"ev-invalid-{unique}"
-    rejected = ours(records_on(cfg, "OrderPlaced.DLQ", f"o-reject-{unique}"))
-    assert rejected[0].headers["__connect.errors.exception.class.name"] == "Rejected"
-    bug = ours(records_on(cfg, "OrderPlaced.DLQ", f"o-bug-{unique}"))
-    assert bug[0].headers["__connect.errors.exception.class.name"] == "KeyError"
+    assert dead[f"o-reject-{unique}"][0].headers["__connect.errors.exception.class.name"] == "Rejected"
+    assert dead[f"o-bug-{unique}"][0].headers["__connect.errors.exception.class.name"] == "KeyError"
 
 
 def test_database_unreachable_is_retried_nothing_lost_offsets_held(cfg, bus, unique):

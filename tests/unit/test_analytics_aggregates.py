@@ -176,3 +176,84 @@ def test_redelivery_in_any_pattern_changes_no_figure(redeliveries):
                lambda f: agg.standing_orders(f, T0)]
     for figure in figures:
         assert figure(apply(*log)) == figure(apply(*once))
+
+
+def test_processing_latency_pairs_each_orders_own_record_timestamps():
+    """The demo reported "placed to confirmed p95 1,209,600 s": business timestamps of orders in
+    flight while the demo moved its clock 14 days. The wall-clock spans (record timestamps) say
+    how long the system took; facts stored before logged_at existed are left out of them."""
+    orders = [placed(f"o-{i}", at=T0) for i in range(3)]
+    facts = apply(*orders, *(confirmed(p, timedelta(days=14)) for p in orders))
+    for i, oid in enumerate(("o-0", "o-1")):
+        facts["placed"][oid] = {**facts["placed"][oid], "logged_at": 1000.0 + i}
+        facts["confirmed"][oid] = {**facts["confirmed"][oid], "logged_at": 1000.25 + i * 1.5}
+    lat = agg.latency(facts)
+    assert lat["placed_to_confirmed"]["p95"] == 14 * 86400.0 and lat["clock"].startswith("business")
+    assert lat["processing"]["placed_to_confirmed"] == {"count": 2, "p50": 0.25, "p95": 0.75, "p99": 0.75, "max": 0.75}
+    assert lat["processing"]["clock"].startswith("wall")
+
+
+# --- receivables -------------------------------------------------------------------------------------------------
+
+def invoice_issued(number, total, at, customer="c-1", currency="EUR"):
+    from schemas import InvoiceIssued
+    return InvoiceIssued.model_validate({
+        "invoice_number": number, "customer_id": customer, "order_id": f"o-{number}",
+        "lines": [{"sku": "BULB-60W", "name": "Bulb", "quantity": 1, "unit_price": {"amount": total, "currency": currency}}],
+        "tax_total": {"amount": "0.00", "currency": currency}, "total": {"amount": total, "currency": currency},
+        "issue_date": at.date(), "due_date": at.date(), "time_zone": "UTC", "issued_at": at})
+
+
+def credit_note(number, amount, at, customer="c-1", currency="EUR"):
+    from schemas import CreditNoteIssued
+    return CreditNoteIssued.model_validate({
+        "credit_note_number": number, "customer_id": customer, "order_id": f"o-{number}",
+        "amount": {"amount": amount, "currency": currency}, "reason": "cancelled", "issue_date": at.date(),
+        "issued_at": at})
+
+
+def account_changed(customer, open_balance, at, currency="EUR", on_hold=False, unapplied="0.00", change="invoice"):
+    from schemas import SupplierAccountChanged
+    return SupplierAccountChanged.model_validate({
+        "customer_id": customer, "credit_limit": "1000.00", "open_balance": open_balance, "currency": currency,
+        "payment_terms_days": 30, "status": "active", "changed_at": at, "unapplied_credit": unapplied,
+        "on_hold": on_hold, "change": change})
+
+
+def test_receivables_outstanding_is_the_accounts_latest_open_balances_and_dso_uses_net_credit_sales():
+    now = T0 + timedelta(days=100)
+    facts = apply(
+        invoice_issued("INV-2026-000001", "300.00", T0),                        # 100 days ago: outside 90
+        invoice_issued("INV-2026-000002", "600.00", now - timedelta(days=10)),
+        invoice_issued("INV-2026-000002", "600.00", now - timedelta(days=10)),  # redelivered: counted once
+        invoice_issued("INV-2026-000003", "150.00", now - timedelta(days=5), customer="c-2"),
+        credit_note("CN-2026-000001", "150.00", now - timedelta(days=2), customer="c-2"),
+        invoice_issued("INV-2026-000004", "9.99", now - timedelta(days=1), customer="c-3", currency="PLN"),
+        account_changed("c-1", "900.00", now - timedelta(days=10)),
+        account_changed("c-1", "450.00", now - timedelta(days=3), change="payment"),
+        account_changed("c-1", "900.00", now - timedelta(days=10)),             # an old change replayed late
+        account_changed("c-2", "0.00", now - timedelta(days=2), unapplied="20.00", on_hold=True),
+        account_changed("c-3", "9.99", now - timedelta(days=1), currency="PLN"))
+    got = {r["currency"]: r for r in agg.receivables(facts, now)["by_currency"]}
+    eur = got["EUR"]
+    assert (eur["outstanding"], eur["unapplied_credit"], eur["accounts_owing"], eur["accounts_on_hold"]) == \
+        ("450.00", "20.00", 1, 1)
+    assert (eur["invoiced"], eur["credited"], eur["credit_sales"]) == ("750.00", "150.00", "600.00")
+    assert eur["dso_days"] == "67.5"   # 450 / 600 x 90
+    assert (got["PLN"]["outstanding"], got["PLN"]["dso_days"]) == ("9.99", "90.0")
+    # over a 5-day period only c-3's invoice and c-2's credit note fall inside: EUR net sales are negative
+    short = {r["currency"]: r for r in agg.receivables(facts, now, days=4)["by_currency"]}
+    assert (short["EUR"]["credit_sales"], short["EUR"]["dso_days"]) == ("-150.00", None)
+
+
+def test_two_account_changes_of_one_instant_are_ordered_by_their_offset():
+    _, key, paid = fact_of(account_changed("c-1", "0.00", T0, on_hold=True, change="payment"))
+    _, _, released = fact_of(account_changed("c-1", "0.00", T0, on_hold=False, change="release"))
+    paid, released = {**paid, "offset": 7}, {**released, "offset": 8}
+    assert merged("accounts", paid, released) == released
+    assert merged("accounts", released, paid) is None            # the payment redelivered after the release
+    assert merged("accounts", released, dict(released)) is None  # the same record again
+
+
+def test_receivables_with_no_money_facts_are_empty():
+    assert agg.receivables(apply(), T0)["by_currency"] == []

@@ -78,13 +78,27 @@ def test_card_number_is_refused_without_being_repeated():
     assert "gateway token" in messages and "4111111111111111" not in messages
 
 
-@pytest.mark.parametrize("recurrence, reason", [
-    ({"every": 2, "unit": "months", "start_date": "2026-03-01", "time_zone": "Mars/Olympus"}, "IANA time zone"),
-    ({"every": 2, "unit": "months", "start_date": "2026-03-01", "time_zone": "UTC", "end_date": "2026-02-01"},
-     "end_date must not be before start_date"),
-    ({"every": 0, "unit": "weeks", "start_date": "2026-03-01", "time_zone": "UTC"}, "greater than or equal to 1"),
-    ({"every": 1, "unit": "years", "start_date": "2026-03-01", "time_zone": "UTC"}, "'days', 'weeks' or 'months'"),
+@pytest.mark.parametrize("terms, reason", [
+    ({"interval": {"every": 2, "unit": "months"}, "start_date": "2026-03-01", "time_zone": "Mars/Olympus"},
+     "IANA time zone"),
+    ({"interval": {"every": 0, "unit": "weeks"}, "start_date": "2026-03-01", "time_zone": "UTC"},
+     "greater than or equal to 1"),
+    ({"interval": {"every": 1, "unit": "years"}, "start_date": "2026-03-01", "time_zone": "UTC"},
+     "'days', 'weeks' or 'months'"),
+    ({"every": 1, "unit": "weeks", "start_date": "2026-03-01", "time_zone": "UTC"}, "interval"),  # the old shape
 ])
-def test_bad_recurrence_is_refused(recurrence, reason):
+def test_bad_standing_order_terms_are_refused(terms, reason):
     with pytest.raises(ValidationError, match=reason):
-        CheckoutIn.model_validate({"delivery": DELIVERY, "payment": {"mode": "account"}, "recurrence": recurrence})
+        CheckoutIn.model_validate({"delivery": DELIVERY, "payment": {"mode": "account"}, "standing_order": terms})
+
+
+def test_a_line_that_would_overflow_the_cart_total_is_refused():
+    """Regression (CI's full OpenAPI fuzz): a price of 323 700 000 000 000.00 times 623 778 units
+    reached Money's 14-digit bound while building the cart view and answered 500."""
+    huge = product("HUGE-1", price="323700000000000.00")
+    with pytest.raises(CartProblem, match="more than one order can hold"):
+        check_can_add(huge, [], 0, SUPPORTED, quantity=623778)
+    cheap = product("CHEAP-1", price="1.00")
+    check_can_add(cheap, [PricedLine(product(price="99999999999998.00"), 1)], 1, SUPPORTED, quantity=1)
+    with pytest.raises(CartProblem):
+        check_can_add(cheap, [PricedLine(product(price="99999999999998.00"), 1)], 1, SUPPORTED, quantity=2)

@@ -3,6 +3,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from runtime.config import Settings
 from services.crm import tasks
 from services.crm.tasks import Policy
 
@@ -13,13 +14,22 @@ def at(*args) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-def test_policy_defaults_and_environment():
-    assert Policy.from_env({}) == Policy(follow_up_days=3.0, reminder_lead=timedelta(hours=24), reorder_lead_days=3.0)
-    p = Policy.from_env({"SALESBUS_CRM_FOLLOW_UP_DAYS": "5", "SALESBUS_CRM_REMINDER_LEAD_HOURS": "2.5",
-                         "SALESBUS_CRM_REORDER_LEAD_DAYS": "7"})
+def env_settings(monkeypatch, env: dict[str, str]) -> Settings:
+    """Settings as a process with exactly these SALESBUS_CRM_* variables reads them."""
+    for name in ("SALESBUS_CRM_FOLLOW_UP_DAYS", "SALESBUS_CRM_REMINDER_LEAD_HOURS", "SALESBUS_CRM_REORDER_LEAD_DAYS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
+
+
+def test_policy_defaults_and_environment(monkeypatch):
+    assert Policy.from_settings(env_settings(monkeypatch, {})) == Policy(follow_up_days=3.0, reminder_lead=timedelta(hours=24), reorder_lead_days=3.0)
+    p = Policy.from_settings(env_settings(monkeypatch, {"SALESBUS_CRM_FOLLOW_UP_DAYS": "5", "SALESBUS_CRM_REMINDER_LEAD_HOURS": "2.5",
+                                                        "SALESBUS_CRM_REORDER_LEAD_DAYS": "7"}))
     assert (p.follow_up_days, p.reminder_lead, p.reorder_lead_days) == (5.0, timedelta(hours=2, minutes=30), 7.0)
     with pytest.raises(ValueError, match="must not be negative"):
-        Policy.from_env({"SALESBUS_CRM_REMINDER_LEAD_HOURS": "-1"})
+        Policy.from_settings(env_settings(monkeypatch, {"SALESBUS_CRM_REMINDER_LEAD_HOURS": "-1"}))
 
 
 def test_follow_up_is_due_the_configured_days_after_shipping():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 import string
 import typing
 from datetime import datetime, timezone
@@ -10,8 +11,8 @@ from decimal import Decimal
 import pytest
 from babel.numbers import format_currency
 
-from schemas import (Delivery, Money, OrderCancelled, OrderConfirmed, OrderLine, OrderShipped,
-                     PaymentDeclined, ReminderDue, StandingOrderOccurrenceFailed)
+from schemas import (Delivery, InvoiceIssued, InvoiceOverdue, Money, OrderCancelled, OrderConfirmed, OrderLine,
+                     OrderRefunded, OrderShipped, PaymentDeclined, ReminderDue, StandingOrderOccurrenceFailed)
 from schemas.events.notifications import NotificationKind
 from services.notifications.messages import MESSAGES
 from services.notifications.templates import KIND_OF, LANGUAGES, RenderedEmail, render
@@ -63,6 +64,24 @@ def reminder(title: str = "Call about reorder") -> ReminderDue:
                        salesperson_id="sp-1", salesperson_email="sp@example.com", title=title, due_at=T0)
 
 
+def invoice() -> InvoiceIssued:
+    return InvoiceIssued(invoice_number="INV-2026-000042", customer_id="c-1", order_id="o-1",
+                         lines=[OrderLine(sku="WID-1", name="Žarulja łść ạắ", quantity=3, unit_price=eur("12.50"))],
+                         tax_total=eur("0.00"), total=eur("37.50"), issue_date="2026-01-15", due_date="2026-02-28",
+                         time_zone="Europe/Zagreb", billing_email="ap@example.hr", issued_at=T0)
+
+
+def overdue() -> InvoiceOverdue:
+    return InvoiceOverdue(invoice_number="INV-2026-000042", customer_id="c-1", step_days=14, days_overdue=15,
+                          open_amount=eur("37.50"), due_date="2026-02-28", billing_email="ap@example.hr",
+                          on_hold=True, noticed_at=T0)
+
+
+def refunded() -> OrderRefunded:
+    return OrderRefunded(order_id="o-1", customer_id="c-1", method="account", amount=eur("37.50"),
+                         refund_reference="CN-2026-000007", refunded_at=T0)
+
+
 # (event factory, extra, identifiers that must appear in both parts; the first also in the subject)
 CASES = {
     "order_confirmation": (confirmed, {}, [CONF]),
@@ -71,6 +90,9 @@ CASES = {
     "order_cancelled": (cancelled, {"confirmation_number": CONF}, [CONF]),
     "standing_order_failed": (standing_failed, {}, ["so-42", "7"]),
     "reminder": (reminder, {}, ["Call about reorder", "Acme d.o.o."]),
+    "invoice": (invoice, {}, ["INV-2026-000042", "WID-1"]),
+    "invoice_overdue": (overdue, {}, ["INV-2026-000042"]),
+    "order_refunded": (refunded, {"confirmation_number": CONF}, [CONF, "CN-2026-000007"]),
 }
 
 
@@ -279,3 +301,24 @@ def test_language_none_uses_the_events_own_language():
 def test_unsupported_event_raises():
     with pytest.raises(TypeError):
         render(object(), "en")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_invoice_pdf_is_made_from_the_same_content_in_every_language(lang):
+    from services.notifications.pdf import render_pdf
+    from services.notifications.templates import compose
+    composed = compose(invoice(), lang)
+    assert composed.subject == render(invoice(), lang).subject
+    pdf = render_pdf(composed)
+    assert pdf.startswith(b"%PDF-") and pdf.rstrip().endswith(b"%%EOF")
+    # the document's title is the email's subject (with the invoice number), in the language's own letters
+    literal = re.search(rb"/Title \((.*?)\)\n", pdf)
+    title = literal.group(1).decode("latin-1") if literal else \
+        bytes.fromhex(re.search(rb"/Title <feff([0-9a-f]+)>", pdf).group(1).decode()).decode("utf-16-be")
+    assert title == composed.subject and "INV-2026-000042" in title
+
+
+def test_an_overdue_reminder_says_the_account_is_on_hold_only_when_it_is():
+    held = render(overdue(), "en").text
+    assert MESSAGES["en"]["od_hold"] in held
+    assert MESSAGES["en"]["od_hold"] not in render(overdue().model_copy(update={"on_hold": False}), "en").text

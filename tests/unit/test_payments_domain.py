@@ -1,19 +1,21 @@
 """Pure payments domain: order checks, the simulated card gateway, supplier-account credit."""
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from runtime.errors import TransientError
 from schemas.events.orders import OrderPlaced, PaymentDeclined
-from schemas.types import Delivery, Money, OrderLine, Payment
+from schemas.types import SIGNED_AMOUNT_PATTERN, Delivery, Money, OrderLine, Payment
 from services.payments.gateway import Authorisation, CardDeclined, CardGateway, GatewayTimeout
 from services.payments.ledger import SupplierAccount, decide_account_charge, due_date, ledger_entries
 from services.payments.simulated_gateway import SimulatedGateway
-from services.payments.validation import Decline, check_order
+from services.payments.validation import CENT, Decline, check_order
 
 EUR = frozenset({"EUR", "USD"})
 REASON_CODES = set(PaymentDeclined.model_fields["reason_code"].annotation.__args__)
@@ -263,3 +265,102 @@ def test_unknown_gateway_adapter_is_refused(tmp_path, name):
     from services.payments.gateway import gateway_from_config
     with pytest.raises(ValueError, match="gateway"):
         gateway_from_config(Settings(data_dir=tmp_path), name)
+
+
+# --- what payments accepts is what the books hold (issue 9) ---------------------------------------
+
+def test_negative_unit_price_declined_even_when_the_total_adds_up():
+    o = order([line(1, "10.00"), line(1, "-5.00", sku="SKU-2")], eur("5.00"))
+    assert_decline(check_order(o, EUR), "invalid_order", "line 2", "SKU-2", "negative unit price -5.00 EUR")
+
+
+def test_exact_total_of_sub_cent_prices_declined():
+    # 2 x 0.125 = 0.25 is a chargeable total, but orders would book the price as 0.13
+    o = order([line(2, "0.125")], eur("0.25"))
+    assert_decline(check_order(o, EUR), "invalid_order", "line 1", "0.125 EUR", "fractions of a cent")
+
+
+@pytest.mark.parametrize("price,total,declined", [("150", "300", False), ("150.00", "300.00", False),
+                                                  ("150.50", "301.00", True)])
+def test_yen_have_no_decimals(price, total, declined):
+    o = order([line(2, price, "JPY")], eur(total, "JPY"))
+    d = check_order(o, frozenset({"JPY"}))
+    if declined:
+        assert_decline(d, "invalid_order", "smallest JPY amount", "0 decimal places")
+    else:
+        assert d is None
+
+
+def test_three_decimal_currencies_are_charged_to_what_the_books_keep():
+    # KWD has 3 decimal places; numeric(14,2) would silently round the third
+    assert check_order(order([line(1, "1.23", "KWD")], eur("1.23", "KWD")), frozenset({"KWD"})) is None
+    assert_decline(check_order(order([line(1, "1.234", "KWD")], eur("1.234", "KWD")), frozenset({"KWD"})),
+                   "invalid_order", "2 decimal places")
+
+
+def test_the_largest_sum_the_contract_allows_is_declined_not_an_exception():
+    # 200 lines x 10^6 units x the largest price: no Money can carry the sum, the message still says it
+    big = [line(1_000_000, "99999999999999.9999", sku=f"SKU-{n}") for n in range(200)]
+    assert_decline(check_order(order(big, eur("1.00")), EUR), "invalid_order",
+                   "sum of the lines 19999999999999999980000.0000 EUR")
+
+
+def _orders_column(column: str) -> tuple[int, int]:
+    from pathlib import Path
+    sql = "\n".join(p.read_text() for p in sorted(Path(__file__).resolve().parents[2]
+                                                   .glob("services/orders/migrations/*.sql")))
+    found = re.findall(rf"^\s*{column}\s+numeric\((\d+),\s*(\d+)\)", sql, re.M)
+    assert found, f"orders has no numeric column {column}"
+    assert len(set(found)) == 1, found
+    return int(found[0][0]), int(found[0][1])
+
+
+def _column_max(precision: int, scale: int) -> Decimal:
+    return Decimal(10) ** (precision - scale) - Decimal(1).scaleb(-scale)
+
+
+def test_the_largest_accepted_total_fits_the_orders_columns():
+    from services.payments.validation import LARGEST_AMOUNT
+    for column in ("total_amount", "unit_price"):
+        precision, scale = _orders_column(column)
+        assert LARGEST_AMOUNT <= _column_max(precision, scale), column
+        assert LARGEST_AMOUNT == LARGEST_AMOUNT.quantize(Decimal(1).scaleb(-scale)), column
+    assert check_order(order([line(1, format(LARGEST_AMOUNT, "f"))], eur(format(LARGEST_AMOUNT, "f"))), EUR) is None
+    over = LARGEST_AMOUNT + CENT
+    assert_decline(check_order(order([line(1, format(over, "f"))], eur(format(over, "f"))), EUR),
+                   "invalid_order", "largest amount")
+
+
+def prices(places: int):
+    return st.decimals(min_value=Decimal("-2"), max_value=Decimal("99999999999999.9999"), places=places,
+                       allow_nan=False, allow_infinity=False) | st.sampled_from(
+        [Decimal("999999999999.99"), Decimal("0.01"), Decimal("1000000000000.00"), Decimal("0.125")])
+
+
+@st.composite
+def orders(draw):
+    """Mostly orders that could pass (whole cents, positive quantities, exact totals), near the limits."""
+    currency = draw(st.sampled_from(["EUR", "JPY", "KWD"]))
+    places = draw(st.sampled_from([0, 2, 2, 2, 3, 4]))
+    quantities = st.integers(1, 1_000_000) | st.sampled_from([1, 2]) | st.integers(-2, 0)
+    lines = [line(draw(quantities), format(draw(prices(places)), "f"), currency, sku=f"SKU-{n}")
+             for n in range(draw(st.integers(1, 4)))]
+    exact = sum((ln.unit_price.amount * ln.quantity for ln in lines), Decimal(0))
+    total = exact if draw(st.integers(0, 9)) else draw(prices(places))
+    if not re.fullmatch(SIGNED_AMOUNT_PATTERN, format(total, "f")):
+        total = Decimal("1.00")
+    return order(lines, eur(format(total, "f"), currency))
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(orders())
+def test_whatever_payments_would_charge_the_orders_service_can_record(o):
+    """No order makes payments charge while orders then fails on a column overflow (or rounds)."""
+    if check_order(o, frozenset({"EUR", "JPY", "KWD"})) is not None:
+        return
+    precision, scale = _orders_column("total_amount")
+    column_max = _column_max(precision, scale)
+    amounts = [o.total.amount] + [ln.unit_price.amount for ln in o.lines]
+    assert all(0 <= a <= column_max and a == a.quantize(Decimal(1).scaleb(-scale)) for a in amounts), o
+    assert all(1 <= ln.quantity <= 2 ** 31 - 1 for ln in o.lines)
+    assert 0 < o.total.amount

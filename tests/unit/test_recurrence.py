@@ -325,3 +325,11 @@ def test_fold_on_local_time_is_ignored():
     # Found by hypothesis: time(1, 0, fold=1) must still mean the first 01:00.
     r = Recurrence(date(2009, 11, 1), 1, "days", "America/New_York", local_time=time(1, 0, fold=1))
     assert r.occurrence_at(1) == utc(2009, 11, 1, 5)
+
+
+def test_a_start_on_the_first_days_python_holds_is_refused_not_an_overflow():
+    # Regression: POST /standing-orders with start_date 0001-01-01 in "NZ" answered 500 (08:00 local
+    # is before datetime.min in UTC; the OverflowError escaped the ValueError the API maps to 409).
+    with pytest.raises(ValueError, match="start_date"):
+        Recurrence(date(1, 1, 1), 1, "weeks", "NZ", date(2000, 1, 1))
+    assert Recurrence(date(1, 1, 3), 1, "weeks", "NZ").occurrence_at(1).year == 1

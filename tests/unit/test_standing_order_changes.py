@@ -80,3 +80,32 @@ def test_terms_that_make_no_schedule_are_refused():
                           time_zone="Mars/Olympus_Mons")
     with pytest.raises(ValueError, match="SKU"):
         weekly().with_lines([StandingLine(sku="BULB-1", quantity=1), StandingLine(sku="BULB-1", quantity=2)])
+
+
+# --- skipping any occurrence by its date (issue 16: only the next one could be skipped) ---------
+
+def test_any_later_occurrence_is_skipped_by_its_date_without_moving_the_next():
+    from services.scheduler.standing import NotAnOccurrence
+    o = weekly()
+    third = o.skip(o.occurrence_on(date(2026, 1, 19)), at(1))
+    assert third.skip_occurrences == (3,) and third.next_occurrence == 1
+    assert [n for n, _ in third.due(at(27), 10)] == [1, 2, 4]
+    assert third.skip(3, at(1)) is third, "skipping again must change nothing"
+    with pytest.raises(NotAnOccurrence):
+        o.occurrence_on(date(2026, 1, 20))  # a Tuesday: the order runs on Mondays
+    with pytest.raises(NotAnOccurrence):
+        weekly(max_occurrences=2).occurrence_on(date(2026, 1, 19))  # past its last occurrence
+
+
+def test_skipping_the_next_by_date_moves_the_schedule_and_a_placed_one_is_refused():
+    o = weekly().skip(1, at(1))
+    assert o.next_occurrence == 2
+    placed = weekly().scheduled_after(2)  # the ticker has placed 1 and 2
+    with pytest.raises(InvalidChange):
+        placed.skip(2, at(13))
+    paused = weekly().pause()
+    with pytest.raises(InvalidChange):
+        paused.skip(1, at(6))  # fell due while paused: it will never be placed anyway
+    assert paused.skip(2, at(6)).skip_occurrences == (2,)
+    with pytest.raises(InvalidChange):
+        weekly().cancel().skip(3, at(1))
