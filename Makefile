@@ -22,9 +22,9 @@ demo: $(STAMP)
 # 4 invalid schemathesis cases per operation and role instead of 30 and 15; 300 bad records.
 SHORT_FUZZ := SALESBUS_FUZZ_POSITIVE=8 SALESBUS_FUZZ_NEGATIVE=4 SALESBUS_FUZZ_BAD_RECORDS=300
 
-# Two pytest-xdist workers: the tiers without a broker (unit, handlers) on one, the bus tiers on
-# the other, each in collection order with a stack of its own (tests/conftest.py PURE_TIERS and
-# its scheduler for --dist loadscope).
+# Two pytest-xdist workers: the integration tier on one, every other tier (browser, e2e, handlers,
+# unit) on the other, each in collection order with a stack of its own (tests/conftest.py
+# INTEGRATION_TIERS and its scheduler for --dist loadscope).
 test: $(STAMP) ops-tools browser-deps
 	$(SHORT_FUZZ) $(BIN)/python -m pytest -q -rs -n 2 --dist loadscope --durations=25 -m "not slow" tests
 
