@@ -37,6 +37,16 @@ def _ephemeral_range() -> tuple[int, int]:
 
 
 _HANDED_OUT: set[int] = set()
+_STRIPE = (0, 1)  # (index, count): only ports p with p % count == index
+
+
+def stripe_ports(index: int, count: int) -> None:
+    """Hand out only every count-th port, from index. Processes that pick ports side by side
+    (pytest-xdist workers, each starting its own stack) then never pick the same one: a port
+    checked free by one and bound a moment later could be picked by the other in between (CI
+    saw analytics fail to bind its web port so)."""
+    global _STRIPE
+    _STRIPE = (index % count, count)
 
 
 def free_port() -> int:
@@ -48,8 +58,10 @@ def free_port() -> int:
     if lo > 12000:
         rng = random.Random()
         for _ in range(500):
+            index, count = _STRIPE
             port = rng.randint(10000, lo - 1)
-            if port in _HANDED_OUT:
+            port -= (port - index) % count
+            if port < 10000 or port in _HANDED_OUT:
                 continue
             with socket.socket() as s:
                 try:

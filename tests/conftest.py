@@ -32,6 +32,14 @@ _RAN_ON: list[str] = []
 os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="salesbus-test-state-")
 
 
+def pytest_configure(config):
+    # each xdist worker starts its own stack: their ports come from disjoint stripes
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        from runtime.embedded import stripe_ports
+        stripe_ports(int(worker[2:]), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+
+
 @pytest.fixture(scope="session")
 def stack():
     from runtime.embedded import TANSU_SETTINGS, EmbeddedStack

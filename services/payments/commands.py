@@ -47,9 +47,9 @@ def local_date(now: datetime, time_zone: str) -> date:
 def settle(uow: UnitOfWork, customer_id: str, named: list[str] | tuple[str, ...] = ()) -> None:
     """Apply the account's unapplied credits to its open invoices (named first, then oldest) and
     recompute its totals. Afterwards credit is left only when no invoice is open."""
-    allocations = allocate(docs.open_invoices(uow.conn, customer_id), docs.unapplied_credits(uow.conn, customer_id),
-                           named)
-    docs.apply(uow.conn, allocations, uow.now())
+    credits = docs.unapplied_credits(uow.conn, customer_id)
+    if credits:  # most invoices meet no credit: then the open invoices (a list that grows) are not read
+        docs.apply(uow.conn, allocate(docs.open_invoices(uow.conn, customer_id), credits, named), uow.now())
     docs.sync_account_totals(uow.conn, customer_id, uow.now())
 
 

@@ -137,13 +137,18 @@ def mark_credited(conn: psycopg.Connection, invoice_number: str, amount: Decimal
 
 def sync_account_totals(conn: psycopg.Connection, customer_id: str, now: datetime) -> None:
     """The account's open balance and unapplied credit, recomputed from its documents (the
-    running totals can then never drift from what the invoices and credits say)."""
+    running totals can then never drift from what the invoices and credits say). Only open
+    documents are summed, through partial indexes: the work follows what is open, not the
+    account's history (it grew with every invoice before: issue 11's payments finding)."""
     conn.execute(
         """UPDATE supplier_account a SET
-              open_balance = (SELECT COALESCE(sum(open_amount), 0.00) FROM invoice WHERE customer_id = a.customer_id),
+              open_balance = (SELECT COALESCE(sum(open_amount), 0.00) FROM invoice
+                              WHERE customer_id = a.customer_id AND open_amount > 0),
               unapplied_credit =
-                (SELECT COALESCE(sum(unapplied), 0.00) FROM payment_received WHERE customer_id = a.customer_id)
-              + (SELECT COALESCE(sum(unapplied), 0.00) FROM credit_note WHERE customer_id = a.customer_id),
+                (SELECT COALESCE(sum(unapplied), 0.00) FROM payment_received
+                 WHERE customer_id = a.customer_id AND unapplied > 0)
+              + (SELECT COALESCE(sum(unapplied), 0.00) FROM credit_note
+                 WHERE customer_id = a.customer_id AND unapplied > 0),
               changed_at = %s
            WHERE customer_id = %s""", (now, customer_id))
 
