@@ -24,7 +24,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
+from typing import Any, Callable
 
 import psycopg
 from prometheus_client import Counter, Gauge
@@ -180,9 +180,11 @@ class Backoff:
 
 
 def guarded_loop(service: str, loop: str, step: Callable[[], bool], stopping: threading.Event, *,
-                 stalls: Stalls | None = None, idle_s: float = 0.5, backoff_cap_s: float = 5.0) -> None:
+                 stalls: Stalls | None = None, idle_s: float = 0.5, backoff_cap_s: float = 5.0,
+                 wait: Callable[[float], Any] | None = None) -> None:
     """Run `step()` until `stopping` is set. `step` returns True when it did work (run again at
-    once) and False when idle (wait `idle_s`). Nothing `step` raises ends the loop: an environment
+    once) and False when idle (wait `idle_s`, through `wait` when given: a loop that can be woken,
+    as the email sender is by a NOTIFY, passes its own). Nothing `step` raises ends the loop: an environment
     fault is retried with backoff and shown as a stall; anything else is logged with its traceback,
     counted in `salesbus_loop_errors_total` and retried with backoff, so a worker whose step keeps
     failing is visible but never takes the process (and the other loops) down with it."""
@@ -206,4 +208,4 @@ def guarded_loop(service: str, loop: str, step: Callable[[], bool], stopping: th
         backoff.reset()
         stalls.flowing(loop)
         if not busy:
-            stopping.wait(idle_s)
+            (wait or stopping.wait)(idle_s)

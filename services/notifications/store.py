@@ -39,6 +39,10 @@ def order_contact(conn: psycopg.Connection, order_id: str) -> dict[str, Any] | N
     return conn.execute("SELECT * FROM order_contacts WHERE order_id = %s", (order_id,)).fetchone()
 
 
+#: the channel a queued email is announced on (sender.SenderWorker listens)
+WAKE_CHANNEL = "email_queue"
+
+
 def queue(conn: psycopg.Connection, *, notification_id: str, kind: str, customer_id: str, recipient: str,
           language: str, subject: str, body_text: str, body_html: str, now: datetime,
           order_id: str | None = None, reminder_id: str | None = None,
@@ -55,6 +59,10 @@ def queue(conn: psycopg.Connection, *, notification_id: str, kind: str, customer
            ON CONFLICT DO NOTHING RETURNING notification_id""",
         (notification_id, kind, order_id, reminder_id, standing_order_id, occurrence, customer_id, recipient,
          language, subject, body_text, body_html, now, document, name, data)).fetchone()
+    if row is not None:
+        # wakes an idle sender at commit (PostgreSQL sends one per transaction however many
+        # emails it queued); the sender's safety net finds the email anyway if this is missed
+        conn.execute(f"NOTIFY {WAKE_CHANNEL}")
     return row is not None
 
 

@@ -309,3 +309,24 @@ def test_an_email_whose_outcome_the_database_refuses_is_set_aside_and_the_batch_
     assert "refused for the test" in rows["r-poison"]["last_error"]
     assert sorted(sent) == sorted(f"rep-{n}@salesbus.example" for n in ("first", "poison", "last"))  # once each
     assert set_aside_count("unrecordable") - before == 1
+
+
+def test_an_idle_sender_wakes_when_an_email_is_queued_not_at_its_safety_net(notifications):
+    """Before: an idle sender polled every 0.5 s, so each email waited up to that long to go out.
+    Now the queueing transaction's NOTIFY wakes it (here long before its 60 s safety net)."""
+    import threading
+
+    worker, ctx = SenderWorker(idle_s=60), notifications.context()
+    worker.listen(ctx)
+    woke = threading.Event()
+    sleeper = threading.Thread(target=lambda: (worker.wait_for_email(ctx, 60), woke.set()), daemon=True)
+    sleeper.start()
+    try:
+        assert not woke.wait(0.5), "the sender woke with nothing queued"
+        notifications.deliver(reminder_to("rep-wake@salesbus.example", "wake"))
+        assert woke.wait(20), "the sender slept through the queued email"
+    finally:
+        ctx.stopping.set()        # ends the wait within 0.25 s even if it failed
+        sleeper.join(5)
+        worker.close()
+    assert not sleeper.is_alive()
