@@ -57,8 +57,8 @@ def free_port() -> int:
     lo, _hi = _ephemeral_range()
     if lo > 12000:
         rng = random.Random()
+        index, count = _STRIPE
         for _ in range(500):
-            index, count = _STRIPE
             port = rng.randint(10000, lo - 1)
             port -= (port - index) % count
             if port < 10000 or port in _HANDED_OUT:

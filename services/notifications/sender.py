@@ -272,7 +272,8 @@ class SenderWorker:
     def listen(self, ctx) -> psycopg.Connection:
         """The sender's own autocommit connection, LISTENing (outside the pool: it is held for good)."""
         if self._listener is None or self._listener.closed:
-            self._listener = psycopg.connect(ctx.pool.conninfo, autocommit=True)
+            # a bounded connect: with the database away, a stop must not wait on it
+            self._listener = psycopg.connect(ctx.pool.conninfo, autocommit=True, connect_timeout=5)
             self._listener.execute(f"LISTEN {store.WAKE_CHANNEL}")
         return self._listener
 
@@ -299,7 +300,7 @@ class SenderWorker:
             try:
                 self._listener.close()
             except psycopg.Error:
-                pass
+                pass   # a connection already broken: nothing is left to release
             self._listener = None
 
     @staticmethod
