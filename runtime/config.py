@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     #: between the relay's acceptance and that commit can send twice, each with the same Message-ID
     #: so receivers drop the copy (services/notifications/sender.py); 1 sends at most one twice.
     email_batch_size: int = Field(default=10, ge=1, le=1000)
+    #: SMTP sessions the notifications sender keeps open and uses at once for a batch: each email
+    #: is four round trips to the relay (aiosmtplib does not pipeline), so one session mostly waits;
+    #: 4 keeps a batch of 10 in flight in three turns (bench/sender_bench.py: emails/s by sessions)
+    email_sessions: int = Field(default=4, ge=1, le=32)
     #: an event parked until what it needs arrives (an OrderShipped before its OrderPlaced) waits
     #: this long in real time, then is moved to the service's expired table: 7 days is Kafka's
     #: default retention, so what has not arrived by then is no longer on the topic to come

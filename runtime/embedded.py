@@ -210,16 +210,34 @@ class Postgres:
         self.guard.stop()
 
 
+class MaildirSink:
+    """The aiosmtpd handler of the embedded relay: each message stored as the bytes it arrived in,
+    after the envelope headers aiosmtpd's own Mailbox handler adds (X-Peer, X-MailFrom, X-RcptTo).
+
+    That handler parses every message into an email.message.Message and flattens it again to
+    store it: 3.1-3.5 ms of the stack's CPU per email (bench/sender_bench.py), more than the
+    sender spends building it. Stored the same way (LF line ends, one Maildir file each)."""
+
+    def __init__(self, maildir: Path):
+        self.box = mailbox.Maildir(str(maildir))
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
+        head = (f"X-Peer: {session.peer}\r\nX-MailFrom: {envelope.mail_from}\r\n"
+                f"X-RcptTo: {', '.join(envelope.rcpt_tos)}\r\n").encode()
+        content = envelope.content if isinstance(envelope.content, bytes) else envelope.content.encode()
+        self.box.add((head + content).replace(b"\r\n", b"\n"))
+        return "250 OK"
+
+
 class Mailbox:
     """An SMTP server on loopback that stores every message it receives in a Maildir."""
 
     def __init__(self, maildir: Path, port: int | None = None):
         from aiosmtpd.controller import Controller
-        from aiosmtpd.handlers import Mailbox as MaildirHandler
 
         self.maildir = maildir
         self.port = port or free_port()
-        self.controller = Controller(MaildirHandler(str(maildir)), hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(MaildirSink(maildir), hostname="127.0.0.1", port=self.port)
 
     def start(self) -> "Mailbox":
         self.controller.start()

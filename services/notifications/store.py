@@ -66,14 +66,15 @@ def queue(conn: psycopg.Connection, *, notification_id: str, kind: str, customer
     return row is not None
 
 
-def next_due(conn: psycopg.Connection) -> dict[str, Any] | None:
-    """The oldest pending email whose retry time has come, locked; replicas skip each other's.
-    `failing_for_s`: seconds since its first failed attempt (None if it never failed)."""
+def due(conn: psycopg.Connection, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` of the oldest pending emails whose retry time has come, locked until the
+    transaction ends; replicas skip each other's. `failing_for_s`: seconds since its first
+    failed attempt (None if it never failed). One statement for the sender's whole batch."""
     return conn.execute(
         """SELECT *, extract(epoch FROM now() - first_failed_at)::float8 AS failing_for_s FROM notifications
            WHERE status = 'pending' AND next_attempt_at <= now()
-           ORDER BY next_attempt_at, queued_at LIMIT 1
-           FOR UPDATE SKIP LOCKED""").fetchone()
+           ORDER BY next_attempt_at, queued_at LIMIT %s
+           FOR UPDATE SKIP LOCKED""", (limit,)).fetchall()
 
 
 def has_pending(conn: psycopg.Connection) -> bool:

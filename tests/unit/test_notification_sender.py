@@ -130,7 +130,7 @@ class FakeCtx:
 def queue(monkeypatch):
     """One pending row in a fake store; records what the worker writes back."""
     state = {"row": dict(ROW), "writes": []}
-    monkeypatch.setattr(store, "next_due", lambda conn: dict(state["row"]) if state["row"]["attempts"] >= 0 else None)
+    monkeypatch.setattr(store, "due", lambda conn, limit: [dict(state["row"])] if state["row"]["attempts"] >= 0 else [])
     monkeypatch.setattr(store, "mark_sent", lambda conn, nid, **kw: (state["writes"].append(("sent", kw)),
                                                                      state["row"].update(attempts=-1)))
 
@@ -351,12 +351,12 @@ def test_the_worker_loop_survives_whatever_a_step_raises(queue, monkeypatch):
     """Before: anything but a database error escaped the loop and stopped the process."""
     calls = []
 
-    def next_due(conn):
+    def due(conn, limit):
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("a bug")
-        return dict(queue["row"]) if queue["row"]["attempts"] >= 0 else None
-    monkeypatch.setattr(store, "next_due", next_due)
+        return [dict(queue["row"])] if queue["row"]["attempts"] >= 0 else []
+    monkeypatch.setattr(store, "due", due)
     ctx = FakeCtx()
     sent = []
     worker = SenderWorker(transport=lambda m, r: (sent.append(m), ctx.stopping.set()))
@@ -388,15 +388,15 @@ def five_due(monkeypatch):
     rows = [{**ROW, "notification_id": f"n-{i}"} for i in range(5)]
     state = {"pending": list(rows), "writes": []}
 
-    def next_due(conn):
-        return dict(state["pending"][0]) if state["pending"] else None
+    def due(conn, limit):
+        return [dict(r) for r in state["pending"][:limit]]
 
     def write(kind):
         def record(conn, nid, **kw):
             state["writes"].append((kind, nid))
             state["pending"] = [r for r in state["pending"] if r["notification_id"] != nid]  # no longer due
         return record
-    monkeypatch.setattr(store, "next_due", next_due)
+    monkeypatch.setattr(store, "due", due)
     monkeypatch.setattr(store, "mark_sent", write("sent"))
     monkeypatch.setattr(store, "record_failure", write("retry"))
     monkeypatch.setattr(store, "mark_failed", write("set aside"))
