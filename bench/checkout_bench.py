@@ -5,7 +5,8 @@
   2. upstream: a burst of OrderPlaced published straight to the bus (an EDI gateway's way in) ->
               OrderConfirmed -> confirmation email delivered to the SMTP sink: orders/s per stage;
   3. http   : a burst of checkouts by keep-alive clients (create cart, put a line, check out:
-              three requests per order) -> OrderConfirmed -> email: orders/s per stage;
+              three requests per order) -> OrderConfirmed -> email: orders/s per stage; then the
+              same with the checkout that carries its lines (POST /checkout, one request per order);
   4. half load: both paths again, paced at half the rate measured in 2 and 3: p50/p95/p99 from the
               publish / checkout request to OrderConfirmed and to the email;
   5. raw bus: the same broker with the services stopped, from one Python process: batched produce,
@@ -186,6 +187,19 @@ def checkout(base: str, key: str, i: int) -> tuple[str, float]:
     return r.json()["order_id"], started
 
 
+def one_call_checkout(base: str, key: str, i: int) -> tuple[str, float]:
+    """The checkout that carries its lines (POST /checkout): one request per order."""
+    c = getattr(_clients, "c", None)
+    if c is None:
+        c = _clients.c = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    started = time.time()
+    r = c.post("/checkout", headers={"Idempotency-Key": uuid.uuid4().hex},
+               json={"delivery": DELIVERY, "payment": {"mode": "account"}, "language": "en",
+                     "lines": [{"sku": "BULB-LED-9W", "quantity": 10 + i % 7}]})
+    r.raise_for_status()
+    return r.json()["order_id"], started
+
+
 def wait_for(ids, confirmed: Confirmations, mail: MailArrivals, timeout: float) -> None:
     deadline = time.time() + timeout
     wanted = {confirmation_notification(o) for o in ids}
@@ -284,6 +298,12 @@ def system_run(stack: EmbeddedStack, args) -> dict:
                 sent = dict(pool.map(lambda i: checkout(base["cart"], key, i), range(args.http)))
             return sent, time.time()
         result["http"] = measure_burst(procs, http_burst, confirmed, mail, args.timeout)
+
+        def one_call_burst():
+            with ThreadPoolExecutor(args.threads) as pool:
+                sent = dict(pool.map(lambda i: one_call_checkout(base["cart"], key, i), range(args.http)))
+            return sent, time.time()
+        result["http_one_call"] = measure_burst(procs, one_call_burst, confirmed, mail, args.timeout)
 
         # 4. half of the measured maximum (to email: the rate the whole path sustains)
         rate = max(1.0, result["upstream"]["emailed_per_s"] / 2)
@@ -398,7 +418,8 @@ def report(r: dict) -> None:
     print(f"stack   : broker (Tansu), PostgreSQL, SMTP sink, {', '.join(SERVICES)} (one process each) and this "
           f"client, all on the same machine; mode {r['mode']}")
     for path, label in (("upstream", "upstream (OrderPlaced published to the bus)"),
-                        ("http", f"http (3 requests per order, {r['threads']} keep-alive clients)")):
+                        ("http", f"http (3 requests per order, {r['threads']} keep-alive clients)"),
+                        ("http_one_call", f"http (POST /checkout with its lines, {r['threads']} keep-alive clients)")):
         s = r[path]
         print(f"{label}: {s['n']} orders: sent {s['sent_per_s']:.0f}/s · OrderConfirmed {s['confirmed_per_s']:.0f}/s "
               f"· email delivered {s['emailed_per_s']:.0f}/s ({s['confirmed']} confirmed, {s['emailed']} emailed)")
@@ -447,6 +468,8 @@ def main() -> None:
              machine={**machine(), "load_average_start": load_start, "load_average_end": load_average()},
              upstream_orders_per_s=round(r["upstream"]["emailed_per_s"], 1),
              http_orders_per_s=round(r["http"]["emailed_per_s"], 1),
+             http_one_call_orders_per_s=round(r["http_one_call"]["emailed_per_s"], 1),
+             http_one_call_cpu_ms_per_order=r["http_one_call"]["cpu_ms_per_order_stack"],
              p99_confirmed_ms_half_load=r["upstream_half_load"]["confirmed_p99_ms"],
              p99_email_ms_half_load=r["upstream_half_load"]["email_p99_ms"],
              http_p99_confirmed_ms_half_load=r["http_half_load"]["confirmed_p99_ms"],

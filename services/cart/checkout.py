@@ -10,15 +10,15 @@ from fastapi.responses import JSONResponse
 
 from runtime.auth import Principal, require
 from runtime.http import IdempotencyKey
-from runtime.problems import Conflict, Refused
+from runtime.problems import Conflict, NotFound, Refused
 from runtime.service import ServiceContext
 from runtime.uow import UnitOfWork
 from schemas import OrderPlaced, StandingOrderRequested, StandingLine, deterministic_id
 from schemas.types import Money
 from services.cart import store
 from services.cart.carts import CartId, open_cart
-from services.cart.models import CheckoutIn, CheckoutOut
-from services.cart.pricing import PricedLine, check_orderable, fingerprint
+from services.cart.models import CheckoutIn, CheckoutOut, DirectCheckoutIn
+from services.cart.pricing import PricedLine, check_can_add, check_orderable, fingerprint
 
 
 class KeyReused(Conflict):
@@ -56,27 +56,81 @@ def router(ctx: ServiceContext) -> APIRouter:
         at the orders service's GET /orders/{order_id}."""
         request_fingerprint = fingerprint(cart_id, body.model_dump(mode="json"))
         with ctx.unit_of_work() as uow:
-            store.lock_idempotency_key(uow.conn, principal.subject, idempotency_key)
-            first = store.find_checkout(uow.conn, principal.subject, idempotency_key)
-            if first is not None:
-                if first["fingerprint"] != request_fingerprint:
-                    raise KeyReused("this Idempotency-Key was already used for a different checkout "
-                                    "request; use a new key for a new checkout")
-                return JSONResponse(first["response"], status_code=first["status_code"],
-                                    headers={"Idempotent-Replayed": "true", "Location": location(first["response"])})
+            replayed = _replay(uow, principal.subject, idempotency_key, request_fingerprint)
+            if replayed is not None:
+                return replayed
             open_cart(uow.conn, cart_id, principal)
-            lines = store.priced_lines(uow.conn, cart_id)
-            amount = check_orderable(lines, ctx.settings.supported_currencies())
-            if body.standing_order is None:
-                result = _place_order(uow, principal.subject, cart_id, body, lines, amount)
-            else:
-                result = _request_standing_order(uow, principal.subject, cart_id, body, lines, amount)
-            content = result.model_dump(mode="json", exclude_none=True)
-            store.record_checkout(uow.conn, principal.subject, idempotency_key, request_fingerprint, cart_id,
-                                  202, content, uow.now())
-        return JSONResponse(content, status_code=202, headers={"Location": location(content)})
+            return _check_out(ctx, uow, principal.subject, cart_id, body, idempotency_key, request_fingerprint)
+
+    @api.post("/checkout", status_code=202, response_model=CheckoutOut,
+              responses={202: {"description": "accepted, as for a cart's checkout (the cart made for it is "
+                                              "in the answer, already checked out)",
+                               "headers": {"Location": {"description": "/orders/{order_id} on the orders "
+                                                                       "service, or /standing-orders/{id}",
+                                                        "schema": {"type": "string"}},
+                                           "Idempotent-Replayed": {"description": "true when this answers a "
+                                                                                  "retry of the same key",
+                                                                   "schema": {"type": "string", "enum": ["true"]}}}},
+                         404: {"description": "a line's SKU is not in the catalog"},
+                         409: {"description": "as for a cart's checkout, for a line that could not be put "
+                                             "in a cart (cart-cannot-order), and for a SKU on two lines "
+                                             "(refused)"}})
+    def direct_checkout(body: DirectCheckoutIn, idempotency_key: IdempotencyKey,
+                        principal: Principal = Depends(require("customer"))) -> JSONResponse:
+        """Place an order (or request a standing order) with its lines in this one call: the same
+        checks, prices and exactly-once answer per Idempotency-Key as putting each line in a new
+        cart and checking it out. Nothing is kept when it is refused (no half-filled cart)."""
+        request_fingerprint = fingerprint("(direct)", body.model_dump(mode="json"))
+        with ctx.unit_of_work() as uow:
+            replayed = _replay(uow, principal.subject, idempotency_key, request_fingerprint)
+            if replayed is not None:
+                return replayed
+            skus = [line.sku for line in body.lines]
+            if len(set(skus)) != len(skus):
+                # lines together: no schema says it, so a rule (409 refused, as for the dates)
+                raise Refused("each SKU may appear on one line only; put the whole quantity on it")
+            now = uow.now()
+            cart_id = store.create_cart(uow.conn, f"cart-{uuid.uuid4().hex}", principal.subject, now)["cart_id"]
+            added: list[PricedLine] = []
+            for line in body.lines:
+                row = store.get_product(uow.conn, line.sku)
+                if row is None:
+                    raise NotFound(f"no product with SKU {line.sku!r} in the catalog")
+                product = store.as_product(row)
+                check_can_add(product, added, len(added), ctx.settings.supported_currencies(), line.quantity)
+                store.set_line(uow.conn, cart_id, line.sku, line.quantity, now)
+                added.append(PricedLine(product, line.quantity))
+            return _check_out(ctx, uow, principal.subject, cart_id, body, idempotency_key, request_fingerprint)
 
     return api
+
+
+def _replay(uow: UnitOfWork, customer_id: str, key: str, request_fingerprint: str) -> JSONResponse | None:
+    """The first answer to this key again (the key locked until the transaction ends, so two
+    concurrent retries wait for each other), KeyReused for another request, None when it is new."""
+    store.lock_idempotency_key(uow.conn, customer_id, key)
+    first = store.find_checkout(uow.conn, customer_id, key)
+    if first is None:
+        return None
+    if first["fingerprint"] != request_fingerprint:
+        raise KeyReused("this Idempotency-Key was already used for a different checkout "
+                        "request; use a new key for a new checkout")
+    return JSONResponse(first["response"], status_code=first["status_code"],
+                        headers={"Idempotent-Replayed": "true", "Location": location(first["response"])})
+
+
+def _check_out(ctx: ServiceContext, uow: UnitOfWork, customer_id: str, cart_id: str, body: CheckoutIn, key: str,
+               request_fingerprint: str) -> JSONResponse:
+    """The open, locked cart ordered as it stands at catalog prices, and the answer kept for the key."""
+    lines = store.priced_lines(uow.conn, cart_id)
+    amount = check_orderable(lines, ctx.settings.supported_currencies())
+    if body.standing_order is None:
+        result = _place_order(uow, customer_id, cart_id, body, lines, amount)
+    else:
+        result = _request_standing_order(uow, customer_id, cart_id, body, lines, amount)
+    content = result.model_dump(mode="json", exclude_none=True)
+    store.record_checkout(uow.conn, customer_id, key, request_fingerprint, cart_id, 202, content, uow.now())
+    return JSONResponse(content, status_code=202, headers={"Location": location(content)})
 
 
 def location(answer: dict) -> str:

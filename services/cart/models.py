@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from runtime.business_settings import tokens_sentence
 from schemas.events.scheduling import Interval
-from schemas.types import (COUNT_BOUNDS, TOKEN_PATTERN, Currency, Day, Delivery,
+from schemas.types import (COUNT_BOUNDS, ID_BOUNDS, TOKEN_PATTERN, Currency, Day, Delivery,
                            KnownTimeZone, Language, Money, Payment, Quantity, integral, text)
 
 
@@ -125,6 +125,19 @@ class CheckoutIn(_Body):
 
     def event_payment(self) -> Payment:
         return Payment(mode=self.payment.mode, card_token=getattr(self.payment, "card_token", None))
+
+
+class OrderLineIn(_Body):
+    sku: str = Field(**ID_BOUNDS, description="catalog SKU, e.g. BULB-LED-9W (an unknown one is a 404)")
+    quantity: Quantity = Field(description="units wanted")
+
+
+class DirectCheckoutIn(CheckoutIn):
+    """A checkout that carries its lines: what a buyer who knows what to reorder (or a purchasing
+    system) sends in one call, instead of creating a cart and putting each line in it first."""
+    #: 200: what OrderPlaced carries (services/cart/pricing.py MAX_LINES)
+    lines: list[OrderLineIn] = Field(min_length=1, max_length=200,
+                                     description="each SKU at most once (twice: 409 refused)")
 
 
 class CheckoutOut(BaseModel):

@@ -342,3 +342,47 @@ def test_the_checkout_schema_says_a_card_needs_its_token_and_lists_the_languages
     key = next(p for p in doc["paths"]["/carts/{cart_id}/checkout"]["post"]["parameters"]
                if p["name"] == "Idempotency-Key")
     assert key["required"] is True and key["in"] == "header"
+
+
+# --- one call carrying its lines (issue 11: the three-call flow is three requests per order) ------
+
+def direct(client, body: dict, key: str | None = None):
+    return client.post("/checkout", json=body, headers={"Idempotency-Key": key or str(uuid.uuid4())})
+
+
+def test_a_checkout_carrying_its_lines_places_one_order_as_a_cart_would(cfg, operator, customer, unique):
+    bulb, lamp = f"T{unique.upper()}-DBULB", f"T{unique.upper()}-DLAMP"
+    put_product(operator, bulb, "1.85")
+    put_product(operator, lamp, "24.50")
+    body = {**CHECKOUT, "lines": [{"sku": bulb, "quantity": 1000}, {"sku": lamp, "quantity": 2}]}
+    key = str(uuid.uuid4())
+    first = direct(customer, body, key)
+    assert first.status_code == 202, first.text
+    answer = first.json()
+    assert answer["total"] == {"amount": "1899.00", "currency": "EUR"}
+    assert first.headers["Location"] == f"/orders/{answer['order_id']}"
+    retry = direct(customer, body, key)
+    assert (retry.status_code, retry.json(), retry.headers.get("Idempotent-Replayed")) == (202, answer, "true")
+    assert direct(customer, {**body, "language": "en"}, key).status_code == 409   # the key is this request's
+
+    [event] = all_published(cfg, "OrderPlaced", answer["order_id"])
+    order = event["data"]
+    assert order["customer_id"] == f"cust-{unique}" and order["channel"] == "web"
+    assert sorted((line["sku"], line["quantity"], line["unit_price"]["amount"]) for line in order["lines"]) == \
+        sorted([(bulb, 1000, "1.85"), (lamp, 2, "24.50")])
+    cart = customer.get(f"/carts/{answer['cart_id']}").json()   # the customer's history shows it as a cart
+    assert cart["status"] == "checked_out" and cart["order_id"] == answer["order_id"]
+
+
+def test_a_refused_direct_checkout_keeps_nothing(operator, customer, unique):
+    sold, gone = f"T{unique.upper()}-DSOLD", f"T{unique.upper()}-DGONE"
+    put_product(operator, sold, "3.00")
+    put_product(operator, gone, "3.00", active=False)
+    before = customer.get("/carts").json()["total"]
+    unknown = direct(customer, {**CHECKOUT, "lines": [{"sku": sold, "quantity": 1}, {"sku": "NO-SUCH", "quantity": 1}]})
+    assert unknown.status_code == 404 and "NO-SUCH" in unknown.text
+    inactive = direct(customer, {**CHECKOUT, "lines": [{"sku": sold, "quantity": 1}, {"sku": gone, "quantity": 1}]})
+    assert inactive.status_code == 409 and "no longer sold" in inactive.text
+    twice = direct(customer, {**CHECKOUT, "lines": [{"sku": sold, "quantity": 1}, {"sku": sold, "quantity": 2}]})
+    assert twice.status_code == 409 and "one line" in twice.text   # a rule: JSON Schema cannot say it
+    assert customer.get("/carts").json()["total"] == before    # no half-filled cart left behind
