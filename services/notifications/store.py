@@ -96,6 +96,15 @@ def mark_sent(conn: psycopg.Connection, notification_id: str, *, attempts: int, 
            WHERE notification_id = %s""", (attempts, sent_at, notification_id))
 
 
+def mark_sent_many(conn: psycopg.Connection, sent: list[tuple[str, int]], *, sent_at: datetime) -> None:
+    """mark_sent for (notification id, attempts) pairs, in one statement."""
+    conn.execute(
+        """UPDATE notifications AS n SET status = 'sent', attempts = v.attempts, sent_at = %s
+           FROM unnest(%s::text[], %s::int[]) AS v(notification_id, attempts)
+           WHERE n.notification_id = v.notification_id""",
+        (sent_at, [nid for nid, _ in sent], [attempts for _, attempts in sent]))
+
+
 def record_failure(conn: psycopg.Connection, notification_id: str, *, attempts: int, error: str,
                    retry_in_s: float) -> None:
     """A failure for now: try again in `retry_in_s`; the first one starts the retry window."""

@@ -126,6 +126,12 @@ class FakeCtx:
         yield uow
 
 
+def fake_mark_sent_many(monkeypatch):
+    """The batch's sent emails in one call: recorded through the fake mark_sent, one by one."""
+    monkeypatch.setattr(store, "mark_sent_many", lambda conn, sent, *, sent_at: [
+        store.mark_sent(conn, nid, attempts=attempts, sent_at=sent_at) for nid, attempts in sent])
+
+
 @pytest.fixture
 def queue(monkeypatch):
     """One pending row in a fake store; records what the worker writes back."""
@@ -133,6 +139,7 @@ def queue(monkeypatch):
     monkeypatch.setattr(store, "due", lambda conn, limit: [dict(state["row"])] if state["row"]["attempts"] >= 0 else [])
     monkeypatch.setattr(store, "mark_sent", lambda conn, nid, **kw: (state["writes"].append(("sent", kw)),
                                                                      state["row"].update(attempts=-1)))
+    fake_mark_sent_many(monkeypatch)
 
     def failed(conn, nid, **kw):
         state["writes"].append(("failed", kw))
@@ -398,6 +405,7 @@ def five_due(monkeypatch):
         return record
     monkeypatch.setattr(store, "due", due)
     monkeypatch.setattr(store, "mark_sent", write("sent"))
+    fake_mark_sent_many(monkeypatch)
     monkeypatch.setattr(store, "record_failure", write("retry"))
     monkeypatch.setattr(store, "mark_failed", write("set aside"))
     monkeypatch.setattr(store, "pending_backlog", lambda conn: (len(state["pending"]), 0.0))
