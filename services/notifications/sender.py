@@ -4,10 +4,10 @@ Delivery guarantee. The worker locks a batch of due rows (`FOR UPDATE SKIP LOCKE
 never send the same row concurrently), hands their messages to the relay over up to
 Settings.email_sessions SMTP sessions at once (smtp.py), and in the SAME transaction marks each
 row sent and emits its NotificationSent; one transaction carries up to Settings.email_batch_size
-emails (10) and commits once. A crash (or
-a lost database connection) after the relay accepted messages but before that commit leaves
-their rows pending, so those emails are sent again: at-least-once to the relay, with the same
-Message-ID (derived from the notification id) so receivers can deduplicate. The resend window
+emails (10) and commits once. A crash (or a lost database connection) after the relay
+accepted messages but before that commit leaves their rows pending, so those emails are sent
+again: at-least-once to the relay, with the same Message-ID (derived from the notification id)
+so receivers can deduplicate. The resend window
 is therefore at most email_batch_size emails (1 would make it a single SMTP conversation, the
 narrowest possible without two-phase commit, which SMTP does not offer, at a commit per email:
 the sender's limit). NotificationSent has a deterministic event id, so it is published once per
