@@ -44,25 +44,25 @@ def time_zone_for(country: str) -> str:
 
 def on_order_placed(event: OrderPlaced, uow: UnitOfWork) -> None:
     store.lock_order(uow.conn, event.order_id)
-    store.remember_order(uow.conn, order_id=event.order_id, customer_id=event.customer_id,
-                         email=event.delivery.email, recipient=event.delivery.recipient,
-                         language=event.language, country=event.delivery.country, now=uow.now())
-    _release_parked(uow, event.order_id)
+    contact = store.remember_order(uow.conn, order_id=event.order_id, customer_id=event.customer_id,
+                                   email=event.delivery.email, recipient=event.delivery.recipient,
+                                   language=event.language, country=event.delivery.country, now=uow.now())
+    _release_parked(uow, event.order_id, contact)
 
 
 def on_order_confirmed(event: OrderConfirmed, uow: UnitOfWork) -> None:
     store.lock_order(uow.conn, event.order_id)
-    store.remember_order(uow.conn, order_id=event.order_id, customer_id=event.customer_id,
-                         email=event.delivery.email, recipient=event.delivery.recipient,
-                         language=event.language, country=event.delivery.country, now=uow.now(),
-                         confirmation_number=event.confirmation_number)
+    contact = store.remember_order(uow.conn, order_id=event.order_id, customer_id=event.customer_id,
+                                   email=event.delivery.email, recipient=event.delivery.recipient,
+                                   language=event.language, country=event.delivery.country, now=uow.now(),
+                                   confirmation_number=event.confirmation_number)
     language = resolve_language(event.language)
     email = render(event, language, extra={"time_zone": time_zone_for(event.delivery.country)})
     store.queue(uow.conn, notification_id=notification_id(event.order_id, "order_confirmation"),
                 kind="order_confirmation", order_id=event.order_id, customer_id=event.customer_id,
                 recipient=event.delivery.email, language=language, subject=email.subject,
                 body_text=email.text, body_html=email.html, now=uow.now())
-    _release_parked(uow, event.order_id)
+    _release_parked(uow, event.order_id, contact)
 
 
 # --- emails that need the order's contact details ----------------------------------------
@@ -107,8 +107,8 @@ def _queue_order_email(uow: UnitOfWork, event: Any, contact: dict) -> None:
                 now=uow.now())
 
 
-def _release_parked(uow: UnitOfWork, order_id: str) -> None:
-    contact = store.order_contact(uow.conn, order_id)
+def _release_parked(uow: UnitOfWork, order_id: str, contact: dict) -> None:
+    """Queue the parked emails of the order that `contact` (its row, just written) now allows."""
     for parked in parking.waiting(uow.conn, order_id):
         if _ready(parked.event, contact):
             _queue_order_email(uow, parked.event, contact)

@@ -22,8 +22,9 @@ def lock_order(conn: psycopg.Connection, order_id: str) -> None:
 
 
 def remember_order(conn: psycopg.Connection, *, order_id: str, customer_id: str, email: str, recipient: str,
-                   language: str, country: str, now: datetime, confirmation_number: str | None = None) -> None:
-    conn.execute(
+                   language: str, country: str, now: datetime, confirmation_number: str | None = None) -> dict[str, Any]:
+    """The order's contact row as it now stands (what order_contact would read next)."""
+    return conn.execute(
         """INSERT INTO order_contacts (order_id, customer_id, email, recipient, language, country,
                                        confirmation_number, updated_at)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
@@ -31,8 +32,9 @@ def remember_order(conn: psycopg.Connection, *, order_id: str, customer_id: str,
                customer_id = EXCLUDED.customer_id, email = EXCLUDED.email, recipient = EXCLUDED.recipient,
                language = EXCLUDED.language, country = EXCLUDED.country,
                confirmation_number = COALESCE(EXCLUDED.confirmation_number, order_contacts.confirmation_number),
-               updated_at = EXCLUDED.updated_at""",
-        (order_id, customer_id, email, recipient, language, country, confirmation_number, now))
+               updated_at = EXCLUDED.updated_at
+           RETURNING *""",
+        (order_id, customer_id, email, recipient, language, country, confirmation_number, now)).fetchone()
 
 
 def order_contact(conn: psycopg.Connection, order_id: str) -> dict[str, Any] | None:
