@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install up bench bench-quick schemas clean
+.PHONY: demo test install up bench bench-quick bench-scale schemas clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ bench: $(STAMP)
 # The same in under two minutes (smaller bursts and phases).
 bench-quick: $(STAMP)
 	$(BIN)/python bench/checkout_bench.py --quick
+
+# Issue 11's scale figures (not a test): standing orders all due at once, the consumer with a full
+# inbox, CRM queries on a large contact log; writes .salesbus/scale.json (--quick: a tenth of the sizes).
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.generate
