@@ -14,7 +14,7 @@ from runtime.service import ServiceContext
 from schemas.types import ID_BOUNDS
 from services.cart import store
 from services.cart.models import CartOut, LineIn, LineOut
-from services.cart.pricing import cart_currency, check_can_add, total
+from services.cart.pricing import PricedLine, cart_currency, check_can_add, total
 
 CartId = Annotated[str, Path(**ID_BOUNDS, description="the cart id (cart-...)")]
 LineSku = Annotated[str, Path(**ID_BOUNDS, description="catalog SKU, e.g. BULB-LED-9W")]
@@ -40,6 +40,19 @@ def open_cart(conn: psycopg.Connection, cart_id: str, principal: Principal) -> d
         placed = cart["order_id"] or cart["standing_order_id"]
         raise CheckedOut(f"cart {cart_id} is already checked out ({placed}); start a new cart")
     return cart
+
+
+def add_line(conn: psycopg.Connection, cart_id: str, sku: str, quantity: int, others: list[PricedLine],
+             supported_currencies: frozenset[str], now) -> PricedLine:
+    """Put `quantity` of `sku` in the open cart beside `others` (its other lines), if the catalog
+    and the cart allow it (NotFound, CartProblem); the checkout that carries its lines does the same."""
+    row = store.get_product(conn, sku)
+    if row is None:
+        raise NotFound(f"no product with SKU {sku!r} in the catalog")
+    product = store.as_product(row)
+    check_can_add(product, others, len(others), supported_currencies, quantity)
+    store.set_line(conn, cart_id, sku, quantity, now)
+    return PricedLine(product, quantity)
 
 
 def cart_view(conn: psycopg.Connection, cart: dict) -> CartOut:
@@ -86,14 +99,9 @@ def router(ctx: ServiceContext) -> APIRouter:
         """Put `quantity` units of a product in the cart (replacing any quantity already there)."""
         with ctx.unit_of_work() as uow:
             cart = open_cart(uow.conn, cart_id, principal)
-            row = store.get_product(uow.conn, sku)
-            if row is None:
-                raise NotFound(f"no product with SKU {sku!r} in the catalog")
             others = [line for line in store.priced_lines(uow.conn, cart_id) if line.product.sku != sku]
-            check_can_add(store.as_product(row), others, len(others), ctx.settings.supported_currencies(),
-                          body.quantity)
             now = uow.now()
-            store.set_line(uow.conn, cart_id, sku, body.quantity, now)
+            add_line(uow.conn, cart_id, sku, body.quantity, others, ctx.settings.supported_currencies(), now)
             return cart_view(uow.conn, {**cart, "updated_at": now})
 
     @api.delete("/carts/{cart_id}/lines/{sku}", response_model=CartOut,

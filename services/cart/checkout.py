@@ -10,15 +10,15 @@ from fastapi.responses import JSONResponse
 
 from runtime.auth import Principal, require
 from runtime.http import IdempotencyKey
-from runtime.problems import Conflict, NotFound, Refused
+from runtime.problems import Conflict, Refused
 from runtime.service import ServiceContext
 from runtime.uow import UnitOfWork
 from schemas import OrderPlaced, StandingOrderRequested, StandingLine, deterministic_id
 from schemas.types import Money
 from services.cart import store
-from services.cart.carts import CartId, open_cart
+from services.cart.carts import CartId, add_line, open_cart
 from services.cart.models import CheckoutIn, CheckoutOut, DirectCheckoutIn
-from services.cart.pricing import PricedLine, check_can_add, check_orderable, fingerprint
+from services.cart.pricing import PricedLine, check_orderable, fingerprint
 
 
 class KeyReused(Conflict):
@@ -30,18 +30,20 @@ class StartsInThePast(Conflict):
     slug = "start-date-past"
 
 
+#: the headers of a checkout's 202, for the OpenAPI document
+ACCEPTED_HEADERS = {
+    "Location": {"description": "where the result will be: /orders/{order_id} on the orders service, or "
+                                "/standing-orders/{id} on the scheduler", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {"description": "true when this answers a retry of the same Idempotency-Key",
+                            "schema": {"type": "string", "enum": ["true"]}}}
+
+
 def router(ctx: ServiceContext) -> APIRouter:
     api = APIRouter(tags=["checkout"])
 
     @api.post("/carts/{cart_id}/checkout", status_code=202, response_model=CheckoutOut,
               responses={202: {"description": "accepted: the order (or standing order) is on its way",
-                               "headers": {
-                                   "Location": {"description": "where the result will be: /orders/{order_id} on "
-                                                               "the orders service, or /standing-orders/{id} on "
-                                                               "the scheduler", "schema": {"type": "string"}},
-                                   "Idempotent-Replayed": {"description": "true when this answers a retry of the "
-                                                                          "same Idempotency-Key",
-                                                           "schema": {"type": "string", "enum": ["true"]}}}},
+                               "headers": ACCEPTED_HEADERS},
                          404: {"description": "no such cart for this customer"},
                          409: {"description": "cart already checked out (cart-checked-out), the key was used for "
                                              "another request (idempotency-key-reused), the cart cannot be "
@@ -65,12 +67,7 @@ def router(ctx: ServiceContext) -> APIRouter:
     @api.post("/checkout", status_code=202, response_model=CheckoutOut,
               responses={202: {"description": "accepted, as for a cart's checkout (the cart made for it is "
                                               "in the answer, already checked out)",
-                               "headers": {"Location": {"description": "/orders/{order_id} on the orders "
-                                                                       "service, or /standing-orders/{id}",
-                                                        "schema": {"type": "string"}},
-                                           "Idempotent-Replayed": {"description": "true when this answers a "
-                                                                                  "retry of the same key",
-                                                                   "schema": {"type": "string", "enum": ["true"]}}}},
+                               "headers": ACCEPTED_HEADERS},
                          404: {"description": "a line's SKU is not in the catalog"},
                          409: {"description": "as for a cart's checkout, for a line that could not be put "
                                              "in a cart (cart-cannot-order), and for a SKU on two lines "
@@ -93,13 +90,8 @@ def router(ctx: ServiceContext) -> APIRouter:
             cart_id = store.create_cart(uow.conn, f"cart-{uuid.uuid4().hex}", principal.subject, now)["cart_id"]
             added: list[PricedLine] = []
             for line in body.lines:
-                row = store.get_product(uow.conn, line.sku)
-                if row is None:
-                    raise NotFound(f"no product with SKU {line.sku!r} in the catalog")
-                product = store.as_product(row)
-                check_can_add(product, added, len(added), ctx.settings.supported_currencies(), line.quantity)
-                store.set_line(uow.conn, cart_id, line.sku, line.quantity, now)
-                added.append(PricedLine(product, line.quantity))
+                added.append(add_line(uow.conn, cart_id, line.sku, line.quantity, added,
+                                      ctx.settings.supported_currencies(), now))
             return _check_out(ctx, uow, principal.subject, cart_id, body, idempotency_key, request_fingerprint)
 
     return api

@@ -90,7 +90,7 @@ class SmtpSessions:
                 try:
                     await self._send(n, envelopes[i], relay)
                     results[i] = None
-                except BaseException as exc:  # noqa: BLE001 - reported to the caller, per email
+                except Exception as exc:  # noqa: BLE001 - reported to the caller, per email
                     results[i] = exc
                     await self._close(n)
                     return
