@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install up bench bench-quick bench-scale schemas clean
+.PHONY: demo test install up bench bench-quick bench-kafka bench-scale schemas clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,12 @@ bench: $(STAMP)
 # The same in under two minutes (smaller bursts and phases).
 bench-quick: $(STAMP)
 	$(BIN)/python bench/checkout_bench.py --quick
+
+# The same benchmark on Apache Kafka (needs java and mvn; jars from Maven Central on first use):
+# .salesbus/bench-kafka.json. BENCH_ARGS=--quick for the short version.
+bench-kafka: $(STAMP)
+	$(BIN)/python -m tests.kafka_cluster
+	$(BIN)/python bench/checkout_bench.py --broker kafka $(BENCH_ARGS)
 
 # Issue 11's scale figures (not a test): standing orders all due at once, the consumer with a full
 # inbox, CRM queries on a large contact log; writes .salesbus/scale.json (--quick: a tenth of the sizes).

@@ -18,6 +18,12 @@ service, and the SMTP sink's thread) around each burst; RSS likewise. The figure
 written to .salesbus/bench.json (keys: bench/measure.py REQUIRED_KEYS).
 
     .venv/bin/python bench/checkout_bench.py [--quick] [--upstream N] [--http N] [--threads T]
+                                             [--broker tansu|kafka]
+
+`--broker kafka` (`make bench-kafka`) runs the same stack on Apache Kafka (one KRaft node from
+Maven Central, as the Kafka test tier starts it: needs java and mvn) with the production fetch
+wait (Kafka answers a held fetch when a record arrives; Tansu sleeps it out), three partitions
+per topic like the embedded stack; it writes .salesbus/bench-kafka.json.
 """
 from __future__ import annotations
 
@@ -104,7 +110,7 @@ class Stack:
 
     def __init__(self, stack: EmbeddedStack, sup: Supervisor):
         import os
-        self.readers = {"broker (Tansu)": lambda: tree_cpu_s(stack.broker.proc.pid),
+        self.readers = {broker_label(stack): lambda: tree_cpu_s(stack.broker.proc.pid),
                         "PostgreSQL (all processes)": lambda: tree_cpu_s(stack.postgres.server.get_pid())}
         for name, child in sup.children.items():
             self.readers[name] = lambda c=child: tree_cpu_s(c.proc.pid)
@@ -122,6 +128,10 @@ class Stack:
 
     def sample(self) -> dict[str, tuple[float, int, int]]:
         return {name: read() for name, read in self.readers.items()} | {"(benchmark client)": self.client()}
+
+
+def broker_label(stack: EmbeddedStack) -> str:
+    return "broker (Tansu)" if stack.tansu else "broker (Apache Kafka)"
 
 
 def cpu_delta(before: dict, after: dict) -> dict[str, float]:
@@ -415,7 +425,7 @@ def report(r: dict) -> None:
     print(f"machine : {m['cores']} cores {m['cpu_model']}, {m['ram_gib']} GiB, Python {m['python']}; load average "
           f"{' '.join(map(str, m['load_average_start']))} at start, {' '.join(map(str, m['load_average_end']))} at end"
           f"{' (shared machine: other work was running)' if m['load_average_start'] and m['load_average_start'][0] > 1 else ''}")
-    print(f"stack   : broker (Tansu), PostgreSQL, SMTP sink, {', '.join(SERVICES)} (one process each) and this "
+    print(f"stack   : {r['broker_label']}, PostgreSQL, SMTP sink, {', '.join(SERVICES)} (one process each) and this "
           f"client, all on the same machine; mode {r['mode']}")
     for path, label in (("upstream", "upstream (OrderPlaced published to the bus)"),
                         ("http", f"http (3 requests per order, {r['threads']} keep-alive clients)"),
@@ -441,14 +451,36 @@ def report(r: dict) -> None:
     print(f"figures : {r['json_path']}")
 
 
+#: partitions per topic on either broker: the embedded stack's (runtime/embedded.py TANSU_SETTINGS)
+PARTITIONS = 3
+
+
+def start_broker(broker: str):
+    """(cluster or None, the stack not yet started). On Apache Kafka the services get the
+    production client settings except the partition count, which stays the embedded stack's."""
+    import os
+    data_dir = Path(tempfile.mkdtemp(prefix="salesbus-bench-"))
+    if broker == "tansu":
+        return None, EmbeddedStack(data_dir)
+    from tests.kafka_cluster import KafkaBroker, KafkaCluster, available
+    if (why := available()) is not None:
+        raise SystemExit(f"--broker kafka: {why}")
+    os.environ.setdefault("SALESBUS_TOPIC_PARTITIONS", str(PARTITIONS))  # reaches every service
+    cluster = KafkaCluster(1).start()
+    return cluster, EmbeddedStack(data_dir, broker=KafkaBroker(cluster))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller bursts and phases: under two minutes")
     ap.add_argument("--upstream", type=int, help="orders in the upstream burst")
     ap.add_argument("--http", type=int, help="orders in the HTTP burst")
     ap.add_argument("--threads", type=int, default=8, help="keep-alive HTTP clients")
-    ap.add_argument("--out", type=Path, default=ROOT / ".salesbus" / "bench.json")
+    ap.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
+                    help="the embedded Tansu (default) or Apache Kafka (needs java and mvn)")
+    ap.add_argument("--out", type=Path, help="default .salesbus/bench.json (bench-kafka.json with --broker kafka)")
     args = ap.parse_args()
+    args.out = args.out or ROOT / ".salesbus" / ("bench.json" if args.broker == "tansu" else "bench-kafka.json")
     q = args.quick
     args.upstream = args.upstream or (400 if q else 3000)
     args.http = args.http or (200 if q else 1500)
@@ -456,14 +488,19 @@ def main() -> None:
     raw_n, chain_n = (50_000, 20_000) if q else (300_000, 100_000)
 
     load_start = load_average()
-    stack = EmbeddedStack(Path(tempfile.mkdtemp(prefix="salesbus-bench-"))).start()
+    cluster, stack = start_broker(args.broker)
     try:
-        ensure_topics({"bootstrap.servers": stack.broker.bootstrap})
+        stack.start()
+        ensure_topics({"bootstrap.servers": stack.broker.bootstrap}, PARTITIONS)
         r = system_run(stack, args)
         r["raw_produce_records_per_s"] = raw_produce(stack.broker.bootstrap, raw_n)
         r["raw_chain_records_per_s"] = raw_chain(stack.broker.bootstrap, chain_n)
+        r["broker_label"] = broker_label(stack)
+        r["broker"] = "tansu 0.6.0" if stack.tansu else f"apache-kafka {cluster.version}"
     finally:
         stack.stop()
+        if cluster is not None:
+            cluster.stop()
     r.update(mode="quick" if q else "full", threads=args.threads,
              machine={**machine(), "load_average_start": load_start, "load_average_end": load_average()},
              upstream_orders_per_s=round(r["upstream"]["emailed_per_s"], 1),
