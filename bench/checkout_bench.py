@@ -58,6 +58,8 @@ SERVICES = ("cart", "payments", "orders", "notifications")
 CUSTOMER = "bench-customer"
 DELIVERY = {"recipient": "Goods in", "address_lines": ["Industrial zone 4"], "city": "Split", "postal_code": "21000",
             "country": "HR", "phone": "+385 21 555", "email": "bench@example.hr"}
+#: partitions per topic on either broker: the embedded stack's (runtime/embedded.py TANSU_SETTINGS)
+PARTITIONS = 3
 RAW_HOPS = 4  # checkout/upstream -> OrderPlaced -> PaymentVerified -> OrderConfirmed -> NotificationSent
 _NOTIFICATION_ID = re.compile(rb"^X-Salesbus-Notification-Id: *(\S+)", re.MULTILINE | re.IGNORECASE)
 
@@ -454,10 +456,6 @@ def report(r: dict) -> None:
     print(f"figures : {r['json_path']}")
 
 
-#: partitions per topic on either broker: the embedded stack's (runtime/embedded.py TANSU_SETTINGS)
-PARTITIONS = 3
-
-
 def start_broker(broker: str):
     """(cluster or None, the stack not yet started). On Apache Kafka the services get the
     production client settings except the partition count, which stays the embedded stack's."""
@@ -499,7 +497,8 @@ def main() -> None:
         r["raw_produce_records_per_s"] = raw_produce(stack.broker.bootstrap, raw_n)
         r["raw_chain_records_per_s"] = raw_chain(stack.broker.bootstrap, chain_n)
         r["broker_label"] = broker_label(stack)
-        r["broker"] = "tansu 0.6.0" if stack.tansu else f"apache-kafka {cluster.version}"
+        # the Tansu binary is named after its release (tansu-v0.6.0-<commit>)
+        r["broker"] = Path(stack.broker.proc.args[0]).name if stack.tansu else f"apache-kafka {cluster.version}"
     finally:
         stack.stop()
         if cluster is not None:
