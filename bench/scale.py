@@ -58,6 +58,7 @@ from services.crm import commands as crm_commands, store as crm_store, task_stor
 from services.crm.service import SERVICE as CRM  # noqa: E402
 from services.scheduler import store as scheduler_store  # noqa: E402
 from services.scheduler.standing import StandingOrder  # noqa: E402
+from services.scheduler.ticker import SCHEDULES_PER_TRANSACTION  # noqa: E402
 
 TARGET_DUE_PER_S = 5000      # RecurringOrderDue/s with every standing order due at once
 TARGET_INBOX_SLOWDOWN = 0.10  # a full inbox costs the consumer at most 10% of its rate
@@ -224,6 +225,9 @@ class ExplainConn:
     def fetchone(self):
         return None
 
+    def fetchall(self):
+        return []
+
     @property
     def execution_ms(self) -> float | None:
         last = next((line for line in self.plan if line.startswith("Execution Time:")), None)
@@ -231,14 +235,15 @@ class ExplainConn:
 
 
 def ticker_pick_plan(url: str, n: int, now: datetime) -> dict:
-    """The ticker's pick of the next due order (store.lock_next_due_row, one per emitted order)
-    with all n orders due, as a tick starts (nothing served yet) and as it ends (200 served).
+    """The ticker's pick of the next batch of due orders (store.lock_due_rows, one per
+    transaction) with all n orders due, as a tick starts (nothing served yet) and as it ends
+    (200 served).
     Rolled back: the row lock EXPLAIN ANALYZE takes goes with it."""
     out = {}
     with psycopg.connect(url) as conn:
         for label, served in (("served_0", []), ("served_200", [f"so-{uuid.uuid4().hex}" for _ in range(200)])):
             explain = ExplainConn(conn)
-            scheduler_store.lock_next_due_row(explain, now, served)
+            scheduler_store.lock_due_rows(explain, now, served, SCHEDULES_PER_TRANSACTION)
             out[label] = {"execution_ms": explain.execution_ms, "plan": explain.plan}
             conn.rollback()
     out["due"] = n
@@ -345,7 +350,7 @@ def print_scheduler(r: dict) -> None:
               f"{r['placed_per_s_from_clock_move']:.0f}/s end to end)")
     print(f"  OrderConfirmed for them: {r['order_confirmed']}")
     p = r["ticker_pick"]
-    print(f"  the ticker's pick of the next due order (store.lock_next_due_row, once per order) with {p['due']} due: "
+    print(f"  the ticker's pick of the next {SCHEDULES_PER_TRANSACTION} due orders (store.lock_due_rows, once per transaction) with {p['due']} due: "
           f"{p['served_0']['execution_ms']} ms at a tick's start, {p['served_200']['execution_ms']} ms with 200 "
           f"served (EXPLAIN ANALYZE; plans in the JSON)")
 

@@ -224,7 +224,7 @@ class BatchProcessor:
             return {}
         rows = conn.execute(
             """INSERT INTO inbox AS i (source, event_id, topic, partition, "offset", outcome)
-               SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::bigint[], %s::text[])
+               SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::int[], %b::bigint[], %b::text[])
                ON CONFLICT (source, event_id) DO UPDATE SET attempts = i.attempts + 1, outcome = 'redriven',
                    received_at = now()
                WHERE i.outcome = 'dead_lettered' AND EXCLUDED.outcome = 'redriven'
@@ -252,8 +252,8 @@ class BatchProcessor:
         conn.execute(
             """INSERT INTO retry_records (source, event_id, group_key, topic, partition, "offset", record_key,
                                           value, headers, state, attempts, last_error)
-               SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::bigint[],
-                                    %s::bytea[], %s::bytea[], %s::jsonb[], %s::text[], %s::int[], %s::text[])
+               SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::bigint[],
+                                    %b::bytea[], %b::bytea[], %b::jsonb[], %b::text[], %b::int[], %b::text[])
                ON CONFLICT (source, event_id) DO NOTHING""",
             ([d.source for d, _, _ in parked], [d.event_id for d, _, _ in parked],
              [d.group_key for d, _, _ in parked], [d.record.topic for d, _, _ in parked],
@@ -270,7 +270,7 @@ class BatchProcessor:
         items = list(outcomes.items())
         conn.execute(
             """UPDATE inbox SET outcome = u.outcome
-               FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(source, event_id, outcome)
+               FROM unnest(%b::text[], %b::text[], %b::text[]) AS u(source, event_id, outcome)
                WHERE inbox.source = u.source AND inbox.event_id = u.event_id""",
             ([s for (s, _), _ in items], [e for (_, e), _ in items], [o for _, o in items]))
 

@@ -31,7 +31,7 @@ def write_outbox(conn: psycopg.Connection, rows: list[OutboxRow]) -> None:
     # made storable: an event keyed by an upstream id with a NUL must not fail the whole batch.
     conn.execute(
         """INSERT INTO outbox (event_id, topic, key, value, headers)
-           SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::jsonb[])
+           SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bytea[], %b::jsonb[])
            ON CONFLICT (event_id, topic) DO NOTHING""",
         ([r.event_id for r in rows], [r.topic for r in rows], [storable(r.key, 1000) for r in rows],
          [r.value for r in rows], [json.dumps({storable(k, 200): storable(v, 4096) for k, v in r.headers.items()})

@@ -155,7 +155,7 @@ class OutboxRelay:
         delivered = [r[0] for r in rows if outcome.get(r[0], _MISSING) is None]
         crash_point("after_publish")
         if delivered:
-            conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", (delivered,))
+            conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY(%b)", (delivered,))
         for r in rows:
             if r[0] in delivered:
                 metrics.PUBLISHED.labels(self.service, r[1]).inc()

@@ -102,7 +102,7 @@ def mark_sent_many(conn: psycopg.Connection, sent: list[tuple[str, int]], *, sen
     """mark_sent for (notification id, attempts) pairs, in one statement."""
     conn.execute(
         """UPDATE notifications AS n SET status = 'sent', attempts = v.attempts, sent_at = %s
-           FROM unnest(%s::text[], %s::int[]) AS v(notification_id, attempts)
+           FROM unnest(%b::text[], %b::int[]) AS v(notification_id, attempts)
            WHERE n.notification_id = v.notification_id""",
         (sent_at, [nid for nid, _ in sent], [attempts for _, attempts in sent]))
 

@@ -69,20 +69,33 @@ def for_customer(conn: psycopg.Connection, customer_id: str, limit: int, offset:
     return [StandingOrder.from_row(r) for r in rows], total
 
 
-def lock_next_due_row(conn: psycopg.Connection, now: datetime, served: list[str]) -> dict | None:
-    """The most overdue active order not yet served this tick, locked, as stored; rows another
-    ticker (or a customer's change) holds are skipped, never waited for. The raw row: turning
-    it into a StandingOrder may fail, and the ticker must still hold the lock to set it aside."""
+def lock_due_rows(conn: psycopg.Connection, now: datetime, served: list[str], limit: int) -> list[dict]:
+    """Up to ``limit`` of the most overdue active orders not yet served this tick, locked, as
+    stored; rows another ticker (or a customer's change) holds are skipped, never waited for.
+    Raw rows: turning one into a StandingOrder may fail, and the ticker must still hold its lock
+    to set it aside."""
     return conn.execute(
         f"""SELECT {_COLUMNS} FROM standing_orders
-            WHERE status = 'active' AND next_due_at <= %s AND NOT (standing_order_id = ANY(%s))
-            ORDER BY next_due_at, standing_order_id LIMIT 1 FOR UPDATE SKIP LOCKED""",
-        (now, served)).fetchone()
+            WHERE status = 'active' AND next_due_at <= %s AND NOT (standing_order_id = ANY(%b))
+            ORDER BY next_due_at, standing_order_id LIMIT %s FOR UPDATE SKIP LOCKED""",
+        (now, served, limit)).fetchall()
 
 
-def lock_next_due(conn: psycopg.Connection, now: datetime, served: list[str]) -> StandingOrder | None:
-    row = lock_next_due_row(conn, now, served)
-    return StandingOrder.from_row(row) if row else None
+def advance(conn: psycopg.Connection, orders: list[StandingOrder], now: datetime) -> None:
+    """Write where the ticker moved each schedule (one statement for all); the caller holds their
+    row locks, so only the schedule columns change: terms are as the ticker read them."""
+    if not orders:
+        return
+    conn.execute(
+        """UPDATE standing_orders s SET status = v.status, last_occurrence = v.last_occurrence,
+               next_occurrence = v.next_occurrence, next_due_at = v.next_due_at, version = v.version,
+               updated_at = %s
+           FROM unnest(%b::text[], %b::text[], %b::int[], %b::int[], %b::timestamptz[], %b::int[])
+                AS v(standing_order_id, status, last_occurrence, next_occurrence, next_due_at, version)
+           WHERE s.standing_order_id = v.standing_order_id""",
+        (now, [o.standing_order_id for o in orders], [o.status for o in orders],
+         [o.last_occurrence for o in orders], [o.next_occurrence for o in orders],
+         [o.next_due_at for o in orders], [o.version for o in orders]))
 
 
 def mark_standing_order_failed(conn: psycopg.Connection, standing_order_id: str, reason: str,
@@ -93,11 +106,18 @@ def mark_standing_order_failed(conn: psycopg.Connection, standing_order_id: str,
                     WHERE standing_order_id = %s""", (reason, now, now, standing_order_id))
 
 
-def record_occurrence(conn: psycopg.Connection, standing_order_id: str, occurrence: int, due_at: datetime,
-                      emitted_at: datetime, event_id: str) -> None:
-    # No ON CONFLICT: emitting an occurrence twice is a bug that must fail, not pass silently.
+def record_occurrences(conn: psycopg.Connection, rows: list[tuple[str, int, datetime, str]],
+                       emitted_at: datetime) -> None:
+    """(standing_order_id, occurrence, due_at, event_id) rows, in one statement.
+    No ON CONFLICT: emitting an occurrence twice is a bug that must fail, not pass silently."""
+    if not rows:
+        return
+    ids, occurrences, due, event_ids = (list(c) for c in zip(*rows))
     conn.execute("""INSERT INTO occurrences (standing_order_id, occurrence, due_at, emitted_at, event_id)
-                    VALUES (%s, %s, %s, %s, %s)""", (standing_order_id, occurrence, due_at, emitted_at, event_id))
+                    SELECT v.standing_order_id, v.occurrence, v.due_at, %s, v.event_id
+                    FROM unnest(%b::text[], %b::int[], %b::timestamptz[], %b::text[])
+                         AS v(standing_order_id, occurrence, due_at, event_id)""",
+                 (emitted_at, ids, occurrences, due, event_ids))
 
 
 def emitted_occurrences(conn: psycopg.Connection, standing_order_id: str, limit: int = 24) -> list[dict]:

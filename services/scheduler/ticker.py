@@ -19,7 +19,7 @@ Catch-up after downtime
   Every missed occurrence is emitted, each once, oldest first: the customer's schedule is a
   promise and orders (prices the day it places them) decides what a late occurrence costs.
   One transaction emits at most ``per_schedule`` occurrences of each order it serves (up to
-  ``SCHEDULES_PER_TRANSACTION`` orders, each in its own savepoint), and a tick serves
+  ``SCHEDULES_PER_TRANSACTION`` orders, locked and written as one batch), and a tick serves
   each due order at most once before going round again, so one order years behind cannot
   starve the others. A tick that hit a bound is followed at once by another; an idle one
   sleeps ``interval_s``. Skipped occurrences are passed over without emission; when the
@@ -34,9 +34,10 @@ Timers
 Poison rows
   One schedule or timer whose processing fails for good (a stored recurrence that raises, a
   row that no longer makes a valid event) must not stop the others: it used to be selected
-  first on every tick, or to take the process down. Each schedule's work runs in a savepoint
-  inside the transaction that holds its row lock; a permanent failure (runtime.containment.
-  classify) rolls back just that work, forgets what it emitted, and marks the row `failed`
+  first on every tick, or to take the process down. A batch's work runs in a savepoint inside
+  the transaction that holds its row locks; a permanent failure (runtime.containment.classify)
+  rolls back just that work and forgets what it emitted, then each of the batch's orders is
+  served alone in a savepoint of its own, and the one that fails again is marked `failed`
   with the reason (status 'failed', failed_reason, failed_at; counted in
   salesbus_set_aside_total, listed by `salesbus set-aside`). A timer the same way. A database
   that is away, a lock or serialization failure is not the row's fault: it propagates, the tick
@@ -46,7 +47,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Callable
 
@@ -54,7 +55,7 @@ from runtime.containment import SET_ASIDE, Fault, classify, guarded_loop, reason
 from runtime.uow import UnitOfWork
 from schemas import TimerFired, deterministic_id
 from services.scheduler import store
-from services.scheduler.commands import apply_change
+from services.scheduler.commands import announce
 from services.scheduler.standing import StandingOrder
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,12 @@ log = logging.getLogger(__name__)
 UnitOfWorkFactory = Callable[[], AbstractContextManager[UnitOfWork]]
 TICK_S = 0.2
 PER_SCHEDULE = 12      # occurrences of one order per transaction (a year of monthly orders)
-SCHEDULES_PER_TICK = 200
-#: due orders served in one transaction (each in its savepoint): a commit per order held the
-#: ticker to ~150 orders/s with 10,000 due (bench/scale.py); a customer's pause waits for the
-#: row's lock at most one such transaction
-SCHEDULES_PER_TRANSACTION = 50
+SCHEDULES_PER_TICK = 1000   # then one batch of timers: due timers wait at most one tick behind orders
+#: due orders served in one transaction, locked by one SELECT and written by one statement per
+#: table: a commit per order held the ticker to ~150 orders/s with 10,000 due (bench/scale.py),
+#: statements per order to ~320/s; a customer's pause waits for the row's lock at most one such
+#: transaction (~40 ms for 200 orders here)
+SCHEDULES_PER_TRANSACTION = 200
 TIMERS_PER_TRANSACTION = 200
 
 
@@ -93,20 +95,40 @@ def _permanent(exc: Exception, uow: UnitOfWork) -> bool:
     return classify(exc, uow.conn) is Fault.PERMANENT
 
 
-def emit_due_occurrences(uow: UnitOfWork, served: list[str], per_schedule: int = PER_SCHEDULE) -> tuple[str, int] | None:
-    """Lock the most overdue order not in ``served``, emit up to ``per_schedule`` of its due
-    occurrences and advance it, all inside ``uow``'s transaction. An order that fails for good
-    is marked failed instead (0 occurrences), and the tick goes on with the next one.
+def serve_due(uow: UnitOfWork, served: list[str], limit: int = SCHEDULES_PER_TRANSACTION,
+              per_schedule: int = PER_SCHEDULE) -> list[tuple[str, int]]:
+    """Lock up to ``limit`` of the most overdue orders not in ``served``, emit up to
+    ``per_schedule`` due occurrences of each and advance them, all inside ``uow``'s transaction,
+    with one statement per table for the whole batch. If the batch fails for good, each order is
+    served again alone in its own savepoint, so the one at fault is marked failed (0
+    occurrences) and the others go on.
 
-    Returns (standing_order_id, occurrences emitted), or None when nothing is due."""
+    Returns (standing_order_id, occurrences emitted) per order locked; empty when nothing is due."""
     now = uow.now()
-    row = store.lock_next_due_row(uow.conn, now, served)
-    if row is None:
-        return None
+    rows = store.lock_due_rows(uow.conn, now, served, limit)
+    if len(rows) > 1:
+        try:
+            with uow.savepoint():
+                return _serve(uow, rows, now, per_schedule)
+        except Exception as exc:
+            if not _permanent(exc, uow):
+                raise
+            log.warning("scheduler: a batch of %d due orders failed (%s); serving them one by one",
+                        len(rows), reason_of(exc))
+    return [_serve_alone(uow, row, now, per_schedule) for row in rows]
+
+
+def emit_due_occurrences(uow: UnitOfWork, served: list[str], per_schedule: int = PER_SCHEDULE) -> tuple[str, int] | None:
+    """serve_due for the single most overdue order: (standing_order_id, emitted) or None."""
+    done = serve_due(uow, served, 1, per_schedule)
+    return done[0] if done else None
+
+
+def _serve_alone(uow: UnitOfWork, row: dict, now: datetime, per_schedule: int) -> tuple[str, int]:
     so_id = row["standing_order_id"]
     try:
         with uow.savepoint():
-            return so_id, _emit_occurrences(uow, StandingOrder.from_row(row), now, per_schedule)
+            return _serve(uow, [row], now, per_schedule)[0]
     except Exception as exc:
         if not _permanent(exc, uow):
             raise
@@ -115,16 +137,26 @@ def emit_due_occurrences(uow: UnitOfWork, served: list[str], per_schedule: int =
         return so_id, 0
 
 
-def _emit_occurrences(uow: UnitOfWork, order: StandingOrder, now: datetime, per_schedule: int) -> int:
-    due = order.due(now, per_schedule)
-    for n, due_at in due:
-        event_id = occurrence_event_id(order.standing_order_id, n)
-        uow.emit(order.occurrence_due(n, due_at), event_id=event_id)
-        store.record_occurrence(uow.conn, order.standing_order_id, n, due_at, now, event_id)
-    # Even with nothing due (a stale next_due_at) the schedule is recomputed, so it never sticks.
-    advanced = order.scheduled_after(due[-1][0] if due else order.last_occurrence)
-    apply_change(uow, advanced, "ended" if advanced.status == "ended" else None, "scheduler")
-    return len(due)
+def _serve(uow: UnitOfWork, rows: list[dict], now: datetime, per_schedule: int) -> list[tuple[str, int]]:
+    """Emit and advance the locked ``rows``: three statements whatever their number (a statement
+    per occurrence and per order held the ticker to ~320 orders/s, bench/scale.py --quick)."""
+    occurrences, advanced, done = [], [], []
+    for row in rows:
+        order = StandingOrder.from_row(row)
+        due = order.due(now, per_schedule)
+        for n, due_at in due:
+            event_id = occurrence_event_id(order.standing_order_id, n)
+            uow.emit(order.occurrence_due(n, due_at), event_id=event_id)
+            occurrences.append((order.standing_order_id, n, due_at, event_id))
+        # Even with nothing due (a stale next_due_at) the schedule is recomputed, so it never sticks.
+        new = replace(order.scheduled_after(due[-1][0] if due else order.last_occurrence), version=order.version + 1)
+        if new.status == "ended":
+            announce(uow, new, "ended", "scheduler")
+        advanced.append(new)
+        done.append((order.standing_order_id, len(due)))
+    store.record_occurrences(uow.conn, occurrences, now)
+    store.advance(uow.conn, advanced, now)
+    return done
 
 
 def fire_due_timers(uow: UnitOfWork, limit: int = TIMERS_PER_TRANSACTION) -> int:
@@ -166,17 +198,15 @@ def tick(unit_of_work: UnitOfWorkFactory, *, per_schedule: int = PER_SCHEDULE,
     its own savepoint), then one batch of timers."""
     result = TickResult()
     served: list[str] = []
-    drained = False
-    while not drained and len(served) < schedules:
+    while len(served) < schedules:
+        asked = min(per_transaction, schedules - len(served))
         with unit_of_work() as uow:
-            for _ in range(min(per_transaction, schedules - len(served))):
-                done = emit_due_occurrences(uow, served, per_schedule)
-                if done is None:
-                    drained = True
-                    break
-                served.append(done[0])
-                result.occurrences += done[1]
-                result.more = result.more or done[1] >= per_schedule
+            done = serve_due(uow, served, asked, per_schedule)
+        served.extend(so_id for so_id, _ in done)
+        result.occurrences += sum(n for _, n in done)
+        result.more = result.more or any(n >= per_schedule for _, n in done)
+        if len(done) < asked:
+            break   # drained: fewer due than asked for
     result.more = result.more or len(served) >= schedules
     with unit_of_work() as uow:
         result.timers = fire_due_timers(uow, timers)

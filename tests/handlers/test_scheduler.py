@@ -475,3 +475,24 @@ def test_a_schedule_or_timer_that_fails_for_good_is_set_aside_and_the_others_go_
     assert {r["id"] for r in query(private.url, listing)} == {"so-a-bad-zone", "so-b-bad-lines"}
     assert [r["id"] for r in query(private.url, SERVICE.set_aside["failed timers"])] == ["t-bad"]
     assert ticker.tick(private.uow).occurrences == 0   # set aside for good: not taken again
+
+
+def test_a_batch_whose_statement_fails_for_one_order_sets_only_that_order_aside(private):
+    """The ticker writes a batch of due orders with one statement per table (bench/scale.py: 322 ->
+    ~2,200 RecurringOrderDue/s). One order whose occurrence is already recorded (its schedule and
+    its history disagree) makes that shared INSERT fail: the batch is rolled back to its savepoint
+    and served again order by order, so only that order is set aside."""
+    for so_id in ("so-dup", "so-ok-1", "so-ok-2"):
+        private.create(so_id, date(2026, 1, 11))
+    with psycopg.connect(private.url) as conn:
+        conn.execute("""INSERT INTO occurrences (standing_order_id, occurrence, due_at, emitted_at, event_id)
+                        VALUES ('so-dup', 1, now(), now(), 'an-earlier-run')""")
+    private.clock.advance(timedelta(days=1))
+    with private.uow() as uow:
+        done = ticker.serve_due(uow, [], limit=10)
+    assert sorted(done) == [("so-dup", 0), ("so-ok-1", 1), ("so-ok-2", 1)]
+    assert private.emitted("so-ok-1") == private.emitted("so-ok-2") == [1]
+    assert private.emitted("so-dup") == []
+    dup = private.state("so-dup")
+    assert dup["status"] == "failed" and dup["failed_reason"].startswith("UniqueViolation")
+    assert [private.state(s)["last_occurrence"] for s in ("so-ok-1", "so-ok-2")] == [1, 1]
