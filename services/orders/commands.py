@@ -88,8 +88,13 @@ def waiting_for(reason: str) -> str:
 def apply_parked(uow: UnitOfWork, order_id: str) -> None:
     """Apply what waited for this order, oldest first, until nothing more can move it."""
     while True:
+        # What is parked first: most orders have nothing waiting, and then the order is not read
+        # again (every caller already holds the order's row lock, so the lock order is unchanged).
+        waiting = parking.waiting(uow.conn, order_id)
+        if not waiting:
+            return
         order = store.get_order(uow.conn, order_id, lock=True)
-        for parked in parking.waiting(uow.conn, order_id):
+        for parked in waiting:
             event, event_id = parked.event, parked.slot
             decision = apply_event(event, uow, order)
             if decision.verdict == "wait":
@@ -133,23 +138,27 @@ def verify_payment(uow: UnitOfWork, order: dict, event: PaymentVerified) -> Deci
     if decision.verdict != "apply":
         return decision
     now = uow.now()
-    store.mark_payment_verified(uow.conn, order["order_id"], event.charge_reference, now)
     store.add_timeline(uow.conn, order["order_id"], "PaymentVerified", "applied", now,
                        {**details, "verified_at": event.verified_at})
-    confirm(uow, order["order_id"])
+    # Confirmed at once, so the verified state is written by the confirming UPDATE: one row
+    # version per PaymentVerified, not two.
+    verified = {**order, "status": decision.state, "charge_reference": event.charge_reference}
+    if confirm(uow, verified).verdict != "apply":
+        store.mark_payment_verified(uow.conn, order["order_id"], event.charge_reference, now)
     return decision
 
 
-def confirm(uow: UnitOfWork, order_id: str) -> Decision:
-    """A verified order is confirmed at once: a confirmation number and an OrderConfirmed."""
-    conn, now = uow.conn, uow.now()
-    decision = decide(store.get_order(conn, order_id)["status"], Step.CONFIRM)
+def confirm(uow: UnitOfWork, order: dict) -> Decision:
+    """A verified order is confirmed at once: a confirmation number and an OrderConfirmed.
+    `order` is the row as this transaction read it under its lock and then changed it: read
+    again, it was two more round trips per PaymentVerified."""
+    conn, now, order_id = uow.conn, uow.now(), order["order_id"]
+    decision = decide(order["status"], Step.CONFIRM)
     if decision.verdict != "apply":
         return decision
     number = new_confirmation_number()
-    while not store.mark_confirmed(conn, order_id, number, now):
+    while not store.mark_confirmed(conn, order_id, number, now, order["charge_reference"]):
         number = new_confirmation_number()  # taken by another order (about 1 in 10^12)
-    order = store.get_order(conn, order_id)
     uow.emit(OrderConfirmed(
         order_id=order_id, customer_id=order["customer_id"], confirmation_number=number,
         lines=to_order_lines(store.order_lines(conn, order_id)),

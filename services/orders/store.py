@@ -90,13 +90,14 @@ def mark_payment_verified(conn: psycopg.Connection, order_id: str, charge_refere
                     WHERE order_id = %s""", (charge_reference, now, order_id))
 
 
-def mark_confirmed(conn: psycopg.Connection, order_id: str, number: str, now: datetime) -> bool:
+def mark_confirmed(conn: psycopg.Connection, order_id: str, number: str, now: datetime,
+                   charge_reference: str | None) -> bool:
     """False when `number` is already taken by another order (the caller draws another)."""
     try:
         with conn.transaction():
             conn.execute("""UPDATE orders SET status = 'confirmed', confirmation_number = %s, confirmed_at = %s,
-                                              updated_at = %s WHERE order_id = %s""",
-                         (number, now, now, order_id))
+                                              charge_reference = %s, updated_at = %s WHERE order_id = %s""",
+                         (number, now, charge_reference, now, order_id))
     except psycopg.errors.UniqueViolation:
         return False
     return True

@@ -61,8 +61,7 @@ def overdue_invoices(uow: UnitOfWork, account: SupplierAccount) -> list:
 def account_changed(uow: UnitOfWork, customer_id: str, change: str) -> SupplierAccount:
     """Announce the account as it now stands (SupplierAccountChanged, in the transaction of the
     change, with the account's next version); returns it."""
-    a = store.lock_account(uow.conn, customer_id)
-    version = store.next_announcement(uow.conn, customer_id)
+    a, version = store.next_announcement(uow.conn, customer_id)
     uow.emit(SupplierAccountChanged(
         customer_id=a.customer_id, credit_limit=a.credit_limit, open_balance=a.open_balance, currency=a.currency,
         payment_terms_days=a.payment_terms_days, status=a.status, changed_at=uow.now(),

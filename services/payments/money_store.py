@@ -21,11 +21,11 @@ def order_lock(conn: psycopg.Connection, order_id: str) -> None:
 def next_number(conn: psycopg.Connection, series: str, year: int) -> tuple[str, int]:
     """The next number of the series for the year, gap-free: the counter row is locked and
     incremented in the caller's transaction, so a rollback returns the number."""
-    conn.execute("INSERT INTO document_counter (series, year, last_number) VALUES (%s, %s, 0.00) "
-                 "ON CONFLICT DO NOTHING", (series, year))
-    seq = conn.execute("UPDATE document_counter SET last_number = last_number + 1 "
-                       "WHERE series = %s AND year = %s RETURNING last_number",
-                       (series, year)).fetchone()["last_number"]
+    # One statement (it was an INSERT ... DO NOTHING, then the UPDATE): the first of a year
+    # inserts 1, every later one increments the row it conflicts with, which stays locked.
+    seq = conn.execute("""INSERT INTO document_counter AS c (series, year, last_number) VALUES (%s, %s, 1)
+                          ON CONFLICT (series, year) DO UPDATE SET last_number = c.last_number + 1
+                          RETURNING c.last_number""", (series, year)).fetchone()["last_number"]
     return f"{series}-{year}-{seq:06d}", seq
 
 
@@ -222,8 +222,10 @@ def schedule_overdue_check(conn: psycopg.Connection, customer_id: str, at: datet
 def ensure_overdue_check(conn: psycopg.Connection, customer_id: str, now: datetime) -> None:
     """An account that owes something is looked at by the overdue worker (which then keeps it on
     the customer's local mornings)."""
-    conn.execute("UPDATE supplier_account SET next_overdue_check_at = COALESCE(next_overdue_check_at, %s) "
-                 "WHERE customer_id = %s", (now, customer_id))
+    # Only when unset: an UPDATE that keeps the value still writes a new row version, and this
+    # runs for every invoice on the account's one (hot) row.
+    conn.execute("UPDATE supplier_account SET next_overdue_check_at = %s "
+                 "WHERE customer_id = %s AND next_overdue_check_at IS NULL", (now, customer_id))
 
 
 def lock_due_overdue_checks(conn: psycopg.Connection, now: datetime, limit: int) -> list[str]:

@@ -66,10 +66,13 @@ def lock_account(conn: psycopg.Connection, customer_id: str) -> SupplierAccount 
                                  "WHERE customer_id = %s FOR UPDATE", (customer_id,)).fetchone())
 
 
-def next_announcement(conn: psycopg.Connection, customer_id: str) -> int:
-    """The account's next announcement version (the caller holds the account's row lock)."""
-    return conn.execute("UPDATE supplier_account SET announced_version = announced_version + 1 "
-                        "WHERE customer_id = %s RETURNING announced_version", (customer_id,)).fetchone()["announced_version"]
+def next_announcement(conn: psycopg.Connection, customer_id: str) -> tuple[SupplierAccount, int]:
+    """The account as it now stands and its next announcement version, in one statement (the
+    caller holds the account's row lock)."""
+    row = conn.execute(f"UPDATE supplier_account SET announced_version = announced_version + 1 "
+                       f"WHERE customer_id = %s RETURNING {_ACCOUNT_COLUMNS}, announced_version",
+                       (customer_id,)).fetchone()
+    return _account(row), row["announced_version"]
 
 
 def account_row(conn: psycopg.Connection, customer_id: str) -> dict | None:
