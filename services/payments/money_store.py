@@ -153,6 +153,13 @@ def sync_account_totals(conn: psycopg.Connection, customer_id: str, now: datetim
            WHERE customer_id = %s""", (now, customer_id))
 
 
+def add_to_open_balance(conn: psycopg.Connection, customer_id: str, amount: Decimal, now: datetime) -> None:
+    """A new invoice on an account with no unapplied credit: the balance sync_account_totals
+    would compute is the one it computed last plus this invoice (the caller holds the lock)."""
+    conn.execute("UPDATE supplier_account SET open_balance = open_balance + %s, changed_at = %s "
+                 "WHERE customer_id = %s", (amount, now, customer_id))
+
+
 # --- cancellations and refunds ----------------------------------------------------------------------------
 
 def remember_cancellation(conn: psycopg.Connection, order_id: str, customer_id: str, reason: str,
