@@ -8,7 +8,8 @@
               three requests per order) -> OrderConfirmed -> email: orders/s per stage; then the
               same with the checkout that carries its lines (POST /checkout, one request per order);
   4. half load: both paths again, paced at half the rate measured in 2 and 3: p50/p95/p99 from the
-              publish / checkout request to OrderConfirmed and to the email;
+              publish / checkout request to OrderConfirmed and to the email; then light load:
+              upstream orders 200 ms apart (LIGHT_RATE), the same percentiles;
   5. raw bus: the same broker with the services stopped, from one Python process: batched produce,
               and a batched 4-hop consume->produce chain; the system's orders/s as a ratio to it.
 
@@ -60,6 +61,7 @@ DELIVERY = {"recipient": "Goods in", "address_lines": ["Industrial zone 4"], "ci
             "country": "HR", "phone": "+385 21 555", "email": "bench@example.hr"}
 #: partitions per topic on either broker: the embedded stack's (runtime/embedded.py TANSU_SETTINGS)
 PARTITIONS = 3
+LIGHT_RATE = 5.0   # orders/s of the light-load phase: 200 ms apart, far more than a hop takes
 RAW_HOPS = 4  # checkout/upstream -> OrderPlaced -> PaymentVerified -> OrderConfirmed -> NotificationSent
 _NOTIFICATION_ID = re.compile(rb"^X-Salesbus-Notification-Id: *(\S+)", re.MULTILINE | re.IGNORECASE)
 
@@ -329,6 +331,14 @@ def system_run(stack: EmbeddedStack, args) -> dict:
         wait_for(list(sent), confirmed, mail, args.timeout)
         result["upstream_half_load"] = {"orders_per_s": round(rate, 1), "n": n, **latencies(sent, confirmed, mail)}
 
+        # 4b. light load: one order at a time, each hop idle when it arrives (issue 11: p50 -> OrderConfirmed)
+        n = args.light_n
+        recs = upstream_records(n, "light")
+        t_start = time.time() + 0.5
+        sent = up.publish(recs, at=[t_start + i / LIGHT_RATE for i in range(n)])
+        wait_for(list(sent), confirmed, mail, args.timeout)
+        result["upstream_light_load"] = {"orders_per_s": LIGHT_RATE, "n": n, **latencies(sent, confirmed, mail)}
+
         rate_http = max(1.0, result["http"]["emailed_per_s"] / 2)
         n = max(10, int(rate_http * args.half_s))
         t_start = time.time() + 0.5
@@ -440,7 +450,7 @@ def report(r: dict) -> None:
               f"· email delivered {s['emailed_per_s']:.0f}/s ({s['confirmed']} confirmed, {s['emailed']} emailed)")
         print(f"    CPU per order {s['cpu_ms_per_order_stack']} ms (stack): " + ", ".join(
             f"{k} {v}" for k, v in sorted(s["cpu_ms_per_order"].items(), key=lambda kv: -kv[1])))
-    for path in ("upstream_half_load", "http_half_load"):
+    for path in ("upstream_half_load", "http_half_load", "upstream_light_load"):
         h = r[path]
         print(f"{path.replace('_', ' ')} ({h['orders_per_s']}/s, {h['n']} orders): -> OrderConfirmed p50 "
               f"{h['confirmed_p50_ms']} · p95 {h['confirmed_p95_ms']} · p99 {h['confirmed_p99_ms']} ms; -> email p50 "
@@ -486,6 +496,7 @@ def main() -> None:
     args.upstream = args.upstream or (400 if q else 3000)
     args.http = args.http or (200 if q else 1500)
     args.idle_s, args.half_s, args.timeout = (8, 8, 120) if q else (30, 30, 900)
+    args.light_n = 20 if q else 100
     raw_n, chain_n = (50_000, 20_000) if q else (300_000, 100_000)
 
     load_start = load_average()
@@ -512,6 +523,7 @@ def main() -> None:
              p99_confirmed_ms_half_load=r["upstream_half_load"]["confirmed_p99_ms"],
              p99_email_ms_half_load=r["upstream_half_load"]["email_p99_ms"],
              http_p99_confirmed_ms_half_load=r["http_half_load"]["confirmed_p99_ms"],
+             p50_confirmed_ms_light_load=r["upstream_light_load"]["confirmed_p50_ms"],
              cpu_ms_per_order=r["upstream"]["cpu_ms_per_order_stack"],
              http_cpu_ms_per_order=r["http"]["cpu_ms_per_order_stack"],
              idle_cpu_pct_of_one_core=r["idle"]["stack_pct_of_one_core"])
