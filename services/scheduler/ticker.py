@@ -67,7 +67,7 @@ SCHEDULES_PER_TICK = 1000   # then one batch of timers: due timers wait at most 
 #: due orders served in one transaction, locked by one SELECT and written by one statement per
 #: table: a commit per order held the ticker to ~150 orders/s with 10,000 due (bench/scale.py),
 #: statements per order to ~320/s; a customer's pause waits for the row's lock at most one such
-#: transaction (~40 ms for 200 orders here)
+#: transaction (~90 ms for 200 orders here, at the 2,249/s of bench/scale.py --quick)
 SCHEDULES_PER_TRANSACTION = 200
 TIMERS_PER_TRANSACTION = 200
 
