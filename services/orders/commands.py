@@ -140,11 +140,9 @@ def verify_payment(uow: UnitOfWork, order: dict, event: PaymentVerified) -> Deci
     now = uow.now()
     store.add_timeline(uow.conn, order["order_id"], "PaymentVerified", "applied", now,
                        {**details, "verified_at": event.verified_at})
-    # Confirmed at once, so the verified state is written by the confirming UPDATE: one row
-    # version per PaymentVerified, not two.
-    verified = {**order, "status": decision.state, "charge_reference": event.charge_reference}
-    if confirm(uow, verified).verdict != "apply":
-        store.mark_payment_verified(uow.conn, order["order_id"], event.charge_reference, now)
+    # A verified order always confirms (lifecycle: payment_verified --confirm--> confirmed), so
+    # the verified state is written by the confirming UPDATE: one row version per PaymentVerified.
+    confirm(uow, {**order, "status": decision.state, "charge_reference": event.charge_reference})
     return decision
 
 

@@ -85,11 +85,6 @@ def set_status(conn: psycopg.Connection, order_id: str, status: str, now: dateti
     conn.execute("UPDATE orders SET status = %s, updated_at = %s WHERE order_id = %s", (status, now, order_id))
 
 
-def mark_payment_verified(conn: psycopg.Connection, order_id: str, charge_reference: str, now: datetime) -> None:
-    conn.execute("""UPDATE orders SET status = 'payment_verified', charge_reference = %s, updated_at = %s
-                    WHERE order_id = %s""", (charge_reference, now, order_id))
-
-
 def mark_confirmed(conn: psycopg.Connection, order_id: str, number: str, now: datetime,
                    charge_reference: str | None) -> bool:
     """False when `number` is already taken by another order (the caller draws another)."""
