@@ -44,6 +44,7 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
+import email
 import email.policy
 from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
@@ -56,7 +57,7 @@ from prometheus_client import Counter, Gauge
 from runtime.config import Settings
 from runtime.containment import LOOP_ERRORS, SET_ASIDE, Fault, Stalls, classify, guarded_loop, reason_of, storable
 from schemas import NotificationSent, deterministic_id
-from services.notifications import store
+from services.notifications import mime, store
 from services.notifications.smtp import (NOT_TRIED, SMTP_FAILURES, Envelope, Relay, SmtpSessions,  # noqa: F401
                                           permanent_refusal, relay_from_settings)
 
@@ -423,9 +424,14 @@ class SenderWorker:
     def _build(self, ctx, uow, row: dict[str, Any]):
         """(row, message, envelope, announcement), or the Outcome of setting the row aside."""
         try:
-            message = build_message(row, sender=ctx.settings.smtp_sender, date=uow.now())
-            envelope = Envelope(message["From"], tuple(a.addr_spec for a in message["To"].addresses),
-                                wire_bytes(message))   # build_message checked: exactly one recipient
+            sender, now = ctx.settings.smtp_sender, uow.now()
+            data = mime.wire(row, sender=sender, date=now)   # our emails' usual shape, written directly
+            if data is not None:
+                message, envelope = None, Envelope(mime.from_value(sender), (row["recipient"],), data)
+            else:   # anything else: the stdlib builds it, or refuses it
+                message = build_message(row, sender=sender, date=now)
+                envelope = Envelope(message["From"], tuple(a.addr_spec for a in message["To"].addresses),
+                                    wire_bytes(message))   # build_message checked: exactly one recipient
             # validated before the relay sees anything: an announcement failing after the
             # send would roll the row back to pending and send the email again and again
             announcement = NotificationSent(
@@ -447,9 +453,9 @@ class SenderWorker:
                                            ctx.settings.email_sessions, ctx.stopping)
         # an injected transport (a function): one lane, one email after the other
         results: list = [NOT_TRIED] * len(built)
-        for i, (_, message, _, _) in enumerate(built):
-            try:
-                self.transport(message, relay)
+        for i, (_, message, envelope, _) in enumerate(built):
+            try:   # the function takes a message: the one mime.wire wrote, as the relay would read it
+                self.transport(message or email.message_from_bytes(envelope.data, policy=email.policy.default), relay)
                 results[i] = None
             except Exception as exc:  # noqa: BLE001 - reported per email, as a session's lane does
                 results[i] = exc
