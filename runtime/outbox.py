@@ -19,6 +19,15 @@ class OutboxRow:
     headers: dict[str, str]
 
 
+#: the rows still to publish, and how long the oldest has waited: the relay's gauges and `salesbus
+#: status`. Its predicate is the partial index outbox_pending's, so it reads only those rows; the
+#: relay's gauge used `published_at IS NULL` alone, which no index answers: every second it read
+#: each published row kept for the retention (62,608 rows 131 times in a 20,000-order bench run),
+#: and it counted a set-aside row as waiting, so the oldest age (SalesbusOutboxOld) grew for good.
+PENDING_SQL = ("SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) FROM outbox "
+               "WHERE published_at IS NULL AND failed_at IS NULL")
+
+
 def event_row(ce: CloudEvent, traceparent: str | None = None) -> OutboxRow:
     key, value, headers = to_record(ce, traceparent)
     return OutboxRow(ce.id, ce.type, key, value, headers)

@@ -19,6 +19,7 @@ from runtime import metrics
 from runtime.containment import SET_ASIDE, Stalls, guarded_loop, storable
 from runtime.errors import TransientError
 from runtime.faults import crash_point
+from runtime.outbox import PENDING_SQL
 
 log = logging.getLogger(__name__)
 RELAY_LOCK = 4243
@@ -218,9 +219,7 @@ class OutboxRelay:
         now = time.monotonic()
         if now - self._last_gauge >= 1.0:
             self._last_gauge = now
-            count, age = conn.execute(
-                """SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)
-                   FROM outbox WHERE published_at IS NULL""").fetchone()
+            count, age = conn.execute(PENDING_SQL).fetchone()
             metrics.OUTBOX_BACKLOG.labels(self.service).set(count)
             metrics.OUTBOX_OLDEST_AGE.labels(self.service).set(float(age))
         if now - self._last_broker_check >= self.broker_check_s:

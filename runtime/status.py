@@ -23,13 +23,13 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from runtime.config import Settings
+from runtime.outbox import PENDING_SQL
 from runtime.set_aside import _NOT_THERE, RUNTIME_SET_ASIDE
 
 HOUR_S = 3600
 TIMEOUT_S = 5.0
 DB_QUERIES = {
-    "outbox": "SELECT count(*), extract(epoch FROM now() - min(created_at)) FROM outbox "
-              "WHERE published_at IS NULL AND failed_at IS NULL",
+    "outbox": PENDING_SQL,
     "retrying": "SELECT count(*) FROM retry_records WHERE state IN ('retrying', 'waiting')",
 }
 
