@@ -31,6 +31,9 @@ reason, `failed_at`, counted in salesbus_set_aside_total:
   - it kept failing for now for longer than the retry window ("gave up after N attempts over W").
   - the database refuses for good to record what happened to it (a savepoint per email: the
     batch's other emails stay recorded as sent, and are not sent again).
+Each email's bytes are written directly by mime.wire() when its row has the plain shape all of
+ours have (half of the sender's time was the stdlib building and flattening them); any other row
+is built with the stdlib email package (build_message), which may refuse it (set aside, above).
 The worker runs under runtime.containment.guarded_loop: nothing it raises ends the loop. The
 relay and the transport are injectable (tests point the worker at a refusing port, or replace
 SMTP with a function, which is then called for one email after the other).
