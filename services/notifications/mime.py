@@ -12,8 +12,8 @@ reads as the same headers, texts and attachment as the message build_message mak
 
 The bytes follow what the stdlib writes for these rows: 7bit parts when ASCII, 8bit when not,
 quoted-printable when a line is over 998 bytes, a base64 PDF in 76-character lines. One difference: a Subject
-that is not plain ASCII words goes as RFC 2047 encoded-words of at most 45 UTF-8 bytes each,
-folded onto lines of their own (a decoder joins adjacent encoded-words without the space between
+that is not plain ASCII words goes as RFC 2047 encoded-words of at most 39 UTF-8 bytes each,
+folded onto lines of their own (76 characters at most, as RFC 2047 asks) (a decoder joins adjacent encoded-words without the space between
 them, so every space travels inside a word; the stdlib's own folder lost spaces there).
 """
 from __future__ import annotations
@@ -39,7 +39,9 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,100}(?:\.[A-Za-z0-9_-]{1,100}){0,5}\Z")
 #: a Subject written as given: printable ASCII words, single spaces between (as sender._PLAIN_VALUE)
 _PLAIN_SUBJECT = re.compile(r"[!-~]+(?: [!-~]+)*\Z")
 _MAX_LINE = 998          # bytes per line, CRLF not counted (RFC 5322)
-_WORD_BYTES = 45         # UTF-8 bytes per encoded-word: 60 base64 characters, 72 with "=?utf-8?b?" and "?="
+# UTF-8 bytes per encoded-word: 52 base64 characters, 64 with "=?utf-8?b?" and "?=", so even the
+# first line ("Subject: " and a word) keeps within RFC 2047's 76 characters per line
+_WORD_BYTES = 39
 _CRLF = b"\r\n"
 
 

@@ -60,6 +60,8 @@ def check(row: dict) -> bytes | None:
         theirs["headers"].pop("Subject")
         assert mine == theirs
         assert all(len(line) <= 998 for line in ours.split(b"\r\n"))
+        head = ours.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        assert all(len(line) <= 76 for line in head if b"=?utf-8?" in line)   # RFC 2047's limit
         assert b"\n" not in ours.replace(b"\r\n", b"") and b"\r" not in ours.replace(b"\r\n", b"")
     return ours
 
