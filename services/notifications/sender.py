@@ -458,7 +458,9 @@ class SenderWorker:
         results: list = [NOT_TRIED] * len(built)
         for i, (_, message, envelope, _) in enumerate(built):
             try:   # the function takes a message: the one mime.wire wrote, as the relay would read it
-                self.transport(message or email.message_from_bytes(envelope.data, policy=email.policy.default), relay)
+                if message is None:
+                    message = email.message_from_bytes(envelope.data, policy=email.policy.default)
+                self.transport(message, relay)
                 results[i] = None
             except Exception as exc:  # noqa: BLE001 - reported per email, as a session's lane does
                 results[i] = exc
