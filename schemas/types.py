@@ -361,7 +361,8 @@ def _email(address: str) -> str:
 #: ("a;b"@example.com), address literals and non-ASCII, all of which it refuses. Exact: it is what
 #: email-validator accepts (dot-atom local part up to 64, labels of 1-63 without a leading or trailing
 #: hyphen nor an R-LDH "ab--" (Punycode "xn--" is the way to send an IDN domain), a TLD ending in
-#: a letter, no special-use TLD, 254 in all), so the OpenAPI fuzzing finds no address the schema allows and the validator refuses (e.g. x@y.test).
+#: a letter, no special-use TLD, 254 in all), so the OpenAPI fuzzing finds no address the schema
+#: allows and the validator refuses (e.g. x@y.test).
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
 _TLD = r"(?:[A-Za-z0-9][A-Za-z0-9\-]{0,61})?[A-Za-z]"

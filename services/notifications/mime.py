@@ -5,16 +5,18 @@ busy time after the header shortcuts in sender.py (py-spy, bench/sender_bench.py
 flatten 16%, 1.3 ms of CPU per email on the 2-core EPYC). Our emails have one shape: a handful
 of headers we fill, a text and an HTML part, sometimes a PDF. `wire()` writes that shape as
 bytes, and returns None for any row outside what it handles (an address other than a plain
-`local@domain`, a header value with anything but plain characters, text that is not valid UTF-8); the sender then builds that row with the stdlib (build_message),
-which also decides whether it can be sent at all. So a row the stdlib refuses is never written
+`local@domain`, a header value with anything but plain characters, text that is not valid
+UTF-8); the sender then builds that row with the stdlib (build_message), which also decides
+whether it can be sent at all. So a row the stdlib refuses is never written
 here (tests/unit/test_mime.py: for any row, either None, or a message the stdlib's own parser
 reads as the same headers, texts and attachment as the message build_message makes).
 
 The bytes follow what the stdlib writes for these rows: 7bit parts when ASCII, 8bit when not,
-quoted-printable when a line is over 998 bytes, a base64 PDF in 76-character lines. One difference: a Subject
-that is not plain ASCII words goes as RFC 2047 encoded-words of at most 39 UTF-8 bytes each,
-folded onto lines of their own (76 characters at most, as RFC 2047 asks) (a decoder joins adjacent encoded-words without the space between
-them, so every space travels inside a word; the stdlib's own folder lost spaces there).
+quoted-printable when a line is over 998 bytes, a base64 PDF in 76-character lines. One
+difference: a Subject that is not plain ASCII words goes as RFC 2047 encoded-words of at most 39
+UTF-8 bytes each, folded onto lines of their own of at most 76 characters, as RFC 2047 asks. A
+decoder joins adjacent encoded-words without the space between them, so every space travels
+inside a word (the stdlib's own folder lost spaces there).
 """
 from __future__ import annotations
 
@@ -36,8 +38,7 @@ PLAIN_ADDRESS = re.compile(
 #: header values we write as given (ids, kinds, language tags, file names): dot-separated words,
 #: so a notification id is also a valid Message-ID left part
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,100}(?:\.[A-Za-z0-9_-]{1,100}){0,5}\Z")
-#: a Subject written as given: printable ASCII words, single spaces between (as sender._PLAIN_VALUE)
-_PLAIN_SUBJECT = re.compile(r"[!-~]+(?: [!-~]+)*\Z")
+_PLAIN_VALUE = re.compile(r"[!-~]+(?: [!-~]+)*\Z")   # printable ASCII words, single spaces between
 _MAX_LINE = 998          # bytes per line, CRLF not counted (RFC 5322)
 # UTF-8 bytes per encoded-word: 52 base64 characters, 64 with "=?utf-8?b?" and "?=", so even the
 # first line ("Subject: " and a word) keeps within RFC 2047's 76 characters per line
@@ -45,9 +46,24 @@ _WORD_BYTES = 39
 _CRLF = b"\r\n"
 
 
+def plain_header(name: str, value: str) -> bool:
+    """A header value that goes as given, `Name: value`, and reads back as itself (here and in
+    sender.py's headers for the stdlib): no encoded-word lookalike (a reader would decode it), and
+    the whole header one line well under the 998-character limit."""
+    return (isinstance(value, str) and len(name) + len(value) < 900 and "=?" not in value
+            and _PLAIN_VALUE.match(value) is not None)
+
+
+def message_id(notification_id: str, sender: str) -> str:
+    """The same for every attempt: a receiver can drop the copy a crash may have resent."""
+    domain = sender.rpartition("@")[2] or "salesbus.example"
+    return f"<{notification_id}@{domain}>"
+
+
 @functools.lru_cache(maxsize=16)
-def _from_header(sender: str) -> str | None:
-    """The From value as the stdlib writes it for a plain sender address (parsed once per sender)."""
+def from_value(sender: str) -> str | None:
+    """The From value (and envelope sender) as the stdlib writes it for a plain sender address,
+    None when not plain (parsed once per sender)."""
     if not PLAIN_ADDRESS.match(sender):
         return None
     username, _, domain = sender.rpartition("@")
@@ -55,7 +71,7 @@ def _from_header(sender: str) -> str | None:
 
 
 def _subject(subject: str) -> bytes | None:
-    if _PLAIN_SUBJECT.match(subject) and "=?" not in subject and len(subject) < 900:
+    if plain_header("Subject", subject):
         return subject.encode("ascii")
     if not subject.isprintable():   # line breaks, tabs, control and format characters: the stdlib's call
         return None
@@ -92,9 +108,10 @@ def _text_part(text: str, subtype: str) -> bytes | None:
             b"Content-Transfer-Encoding: " + cte + b"\r\n\r\n" + body)
 
 
-def _boundary() -> bytes:
-    # 128 random bits cannot be guessed into a body, so no part needs checking against it
-    return f"=_salesbus_{secrets.token_hex(16)}".encode()
+def boundary() -> str:
+    """A multipart boundary: 128 random bits cannot be guessed into a body, so no part needs
+    checking against it (the stdlib generator's own check compiled a regex per email)."""
+    return f"=_salesbus_{secrets.token_hex(16)}"
 
 
 def _multipart(subtype: bytes, parts: list[bytes], boundary: bytes) -> bytes:
@@ -111,19 +128,14 @@ def _pdf_part(data: bytes, name: str) -> bytes:
             b'Content-Disposition: attachment; filename="' + name.encode() + b'"\r\n\r\n' + encoded)
 
 
-def from_value(sender: str) -> str | None:
-    """The From header's value (and the envelope sender) for `sender`, None when not plain."""
-    return _from_header(sender)
-
-
 def wire(row: dict[str, Any], *, sender: str, date: datetime) -> bytes | None:
     """The row's email as it goes to the relay, or None when the row is not of the plain kinds
     written here (the caller builds it with the stdlib, which may refuse it)."""
-    from_value = _from_header(sender)
-    domain = sender.rpartition("@")[2]
+    from_header = from_value(sender)
     recipient, nid = row["recipient"], row["notification_id"]
-    if (from_value is None or not isinstance(recipient, str) or not PLAIN_ADDRESS.match(recipient)
-            or not all(isinstance(row[k], str) and _TOKEN.match(row[k]) for k in ("notification_id", "kind", "language"))
+    if (from_header is None or not isinstance(recipient, str) or not PLAIN_ADDRESS.match(recipient)
+            or not all(isinstance(row[k], str) and _TOKEN.match(row[k])
+                       for k in ("notification_id", "kind", "language"))
             or not isinstance(row["subject"], str) or not isinstance(row["body_text"], str)
             or not isinstance(row["body_html"], str)):
         return None
@@ -131,17 +143,17 @@ def wire(row: dict[str, Any], *, sender: str, date: datetime) -> bytes | None:
     text, html = _text_part(row["body_text"], "plain"), _text_part(row["body_html"], "html")
     if subject is None or text is None or html is None:
         return None
-    body = _multipart(b"alternative", [text, html], alt := _boundary())
+    body = _multipart(b"alternative", [text, html], alt := boundary().encode())
     content_type = b'multipart/alternative; boundary="' + alt + b'"'
     if row.get("attachment") is not None:
         name = row.get("attachment_name") or "document.pdf"
         if not _TOKEN.match(name):
             return None
         inner = b'Content-Type: ' + content_type + b"\r\n\r\n" + body
-        body = _multipart(b"mixed", [inner, _pdf_part(bytes(row["attachment"]), name)], mixed := _boundary())
+        body = _multipart(b"mixed", [inner, _pdf_part(bytes(row["attachment"]), name)], mixed := boundary().encode())
         content_type = b'multipart/mixed; boundary="' + mixed + b'"'
-    head = (f"From: {from_value}\r\nTo: {recipient}\r\n").encode() + b"Subject: " + subject + (
-        f"\r\nDate: {format_datetime(date)}\r\nMessage-ID: <{nid}@{domain}>\r\n"
+    head = (f"From: {from_header}\r\nTo: {recipient}\r\n").encode() + b"Subject: " + subject + (
+        f"\r\nDate: {format_datetime(date)}\r\nMessage-ID: {message_id(nid, sender)}\r\n"
         f"Auto-Submitted: auto-generated\r\nX-Salesbus-Kind: {row['kind']}\r\n"
         f"X-Salesbus-Language: {row['language']}\r\nX-Salesbus-Notification-Id: {nid}\r\n"
         f"MIME-Version: 1.0\r\n").encode() + b"Content-Type: " + content_type + (

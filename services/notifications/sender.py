@@ -40,15 +40,13 @@ SMTP with a function, which is then called for one email after the other).
 """
 from __future__ import annotations
 
+import email
+import email.policy
 import functools
 import logging
-import re
-import secrets
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
-import email
-import email.policy
 from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -61,6 +59,7 @@ from runtime.config import Settings
 from runtime.containment import LOOP_ERRORS, SET_ASIDE, Fault, Stalls, classify, guarded_loop, reason_of, storable
 from schemas import NotificationSent, deterministic_id
 from services.notifications import mime, store
+from services.notifications.mime import boundary, message_id, plain_header
 from services.notifications.smtp import (NOT_TRIED, SMTP_FAILURES, Envelope, Relay, SmtpSessions,  # noqa: F401
                                           permanent_refusal, relay_from_settings)
 
@@ -126,11 +125,6 @@ def attempt_delivery(message: EmailMessage, send: Callable[[EmailMessage], None]
     return outcome_of(None, attempts_before)
 
 
-def message_id(notification_id: str, sender: str) -> str:
-    domain = sender.rpartition("@")[2] or "salesbus.example"
-    return f"<{notification_id}@{domain}>"
-
-
 class _HeaderClasses(HeaderRegistry):
     """The stdlib registry builds a new class with type() for every header it makes (11 per
     email): 27% of building and flattening one, measured. The class depends only on the name."""
@@ -154,24 +148,16 @@ class _HeaderClasses(HeaderRegistry):
         # Parsing a header into a token tree and folding the tree back was 46% of building and
         # flattening an email (measured); for these short printable-ASCII values the bytes come
         # out the same (tests/unit/test_email_headers.py compares them with the stdlib's).
-        if name.lower() in _PLAIN_NAMES and _is_plain(name, value):
+        if name.lower() in _PLAIN_NAMES and plain_header(name, value):
             return _PlainHeader(name, value)
         return self._parsed(name, value)
 
 
-#: headers we fill (Subject from the row) that need no parse tree when plain (_is_plain);
+#: headers we fill (Subject from the row) that need no parse tree when plain (mime.plain_header);
 #: addresses (From, To), Content-Type with its parameters, Date and Message-ID always go through
 #: the stdlib (its Message-ID parser raises IndexError on "<:@x>": that row must stay refused)
 _PLAIN_NAMES = frozenset({"subject", "auto-submitted", "mime-version", "content-transfer-encoding",
                           "content-language", "x-salesbus-kind", "x-salesbus-language", "x-salesbus-notification-id"})
-_PLAIN_VALUE = re.compile(r"[!-~]+(?: [!-~]+)*\Z")   # printable ASCII words, single spaces between
-
-
-def _is_plain(name: str, value: str) -> bool:
-    """Written as given by the stdlib too: no encoded-word lookalike (it would decode it), and
-    the whole header one line well under the 998-character limit."""
-    return (isinstance(value, str) and len(name) + len(value) < 900 and "=?" not in value
-            and _PLAIN_VALUE.match(value) is not None)
 
 
 class _PlainHeader(str):
@@ -214,7 +200,7 @@ def build_message(row: dict[str, Any], *, sender: str, date: datetime) -> EmailM
     msg.add_alternative(row["body_html"], subtype="html")
     # 128 random bits cannot be guessed into a body: the generator's own pick (a random number, then
     # a fresh regex compiled and run over the whole message) was 12% of building and flattening it
-    msg.set_boundary(f"=_salesbus_{secrets.token_hex(16)}")
+    msg.set_boundary(boundary())
     if row.get("attachment") is not None:   # an invoice's PDF, beside the text and HTML parts
         msg.make_mixed()
         msg.add_attachment(bytes(row["attachment"]), maintype="application", subtype="pdf",

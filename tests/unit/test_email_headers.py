@@ -1,6 +1,6 @@
 """The sender's cheap headers (services/notifications/sender.py _PlainHeader) give the very bytes the
 stdlib's parsed headers give, whatever a row holds: one message built both ways, compared byte for
-byte. Why _is_plain is strict: the stdlib decodes an encoded-word lookalike in a Subject and writes
+byte. Why mime.plain_header is strict: the stdlib decodes an encoded-word lookalike in a Subject and writes
 it back encoded, and its own Message-ID parser fails on ids ours would write as given (hypothesis
 found "<:@x>"), so such headers stay the stdlib's."""
 from __future__ import annotations
