@@ -68,15 +68,19 @@ def queue(conn: psycopg.Connection, *, notification_id: str, kind: str, customer
     return row is not None
 
 
+#: In the order of the index notifications_due_in_order (migration 0005): on an index of
+#: next_attempt_at alone every claim sorted the whole backlog.
+DUE_SQL = """SELECT *, extract(epoch FROM now() - first_failed_at)::float8 AS failing_for_s FROM notifications
+             WHERE status = 'pending' AND next_attempt_at <= now()
+             ORDER BY next_attempt_at, queued_at LIMIT %s
+             FOR UPDATE SKIP LOCKED"""
+
+
 def due(conn: psycopg.Connection, limit: int) -> list[dict[str, Any]]:
     """Up to `limit` of the oldest pending emails whose retry time has come, locked until the
     transaction ends; replicas skip each other's. `failing_for_s`: seconds since its first
     failed attempt (None if it never failed). One statement for the sender's whole batch."""
-    return conn.execute(
-        """SELECT *, extract(epoch FROM now() - first_failed_at)::float8 AS failing_for_s FROM notifications
-           WHERE status = 'pending' AND next_attempt_at <= now()
-           ORDER BY next_attempt_at, queued_at LIMIT %s
-           FOR UPDATE SKIP LOCKED""", (limit,)).fetchall()
+    return conn.execute(DUE_SQL, (limit,)).fetchall()
 
 
 def has_pending(conn: psycopg.Connection) -> bool:
