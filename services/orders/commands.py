@@ -155,6 +155,7 @@ def confirm(uow: UnitOfWork, order: dict) -> Decision:
     if decision.verdict != "apply":
         return decision
     number = new_confirmation_number()
+    # confirmed and noted on the timeline ("OrderConfirmed applied") by one statement
     while not store.mark_confirmed(conn, order_id, number, now, order["charge_reference"]):
         number = new_confirmation_number()  # taken by another order (about 1 in 10^12)
     uow.emit(OrderConfirmed(
@@ -165,7 +166,6 @@ def confirm(uow: UnitOfWork, order: dict) -> Decision:
         standing_order_id=order["standing_order_id"], occurrence=order["occurrence"],
         priced_note=order["priced_note"],
     ), event_id=deterministic_id("OrderConfirmed", order_id))
-    store.add_timeline(conn, order_id, "OrderConfirmed", "applied", now, {"confirmation_number": number})
     return decision
 
 

@@ -25,14 +25,8 @@ from services.orders.standing_orders import on_product_changed, on_recurring_ord
 
 def on_order_placed(event: OrderPlaced, uow: UnitOfWork) -> None:
     conn, now = uow.conn, uow.now()
-    if not store.insert_order(conn, event, now):
-        store.add_timeline(conn, event.order_id, "OrderPlaced", "ignored", now,
-                           {"reason": "the order is already recorded (published again upstream)"})
-        return
-    store.add_timeline(conn, event.order_id, "OrderPlaced", "applied", now,
-                       {"channel": event.channel, "total": str(event.total), "lines": len(event.lines),
-                        "placed_at": event.placed_at})
-    apply_parked(uow, event.order_id)
+    if store.insert_order(conn, event, now):   # with its timeline entry, "applied" or "ignored"
+        apply_parked(uow, event.order_id)
 
 
 def on_payment_verified(event: PaymentVerified, uow: UnitOfWork) -> None:

@@ -14,25 +14,41 @@ from schemas import OrderPlaced, ProductChanged
 
 
 def insert_order(conn: psycopg.Connection, ev: OrderPlaced, now: datetime) -> bool:
-    """Record a placed order; False when it is already known (an upstream republished it)."""
+    """Record a placed order, its lines and its timeline entry in one statement; False when it is
+    already known (an upstream republished it: only an "ignored" timeline entry is written).
+    One statement, not one per row: psycopg costs 30-50 us of client CPU per statement, and the
+    order, a statement per line and the timeline entry were three of the fifteen per order."""
+    lines = list(enumerate(ev.lines, start=1))
     row = conn.execute(
-        """INSERT INTO orders (order_id, customer_id, status, channel, total_amount, currency, delivery,
-                               payment_mode, language, placed_at, standing_order_id, occurrence, priced_note,
-                               updated_at)
-           VALUES (%s, %s, 'placed', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-           ON CONFLICT (order_id) DO NOTHING RETURNING order_id""",
-        (ev.order_id, ev.customer_id, ev.channel, ev.total.amount, ev.total.currency,
-         Jsonb(ev.delivery.model_dump(mode="json")), ev.payment.mode, ev.language, ev.placed_at,
-         ev.standing_order_id, ev.occurrence, ev.priced_note, now)).fetchone()
-    if row is None:
-        return False
-    with conn.cursor() as cur:
-        cur.executemany(
-            """INSERT INTO order_lines (order_id, line_no, sku, name, quantity, unit_price, currency)
-               VALUES (%s, %s, %s, %s, %s, %s, %s)""",
-            [(ev.order_id, n, line.sku, line.name, line.quantity, line.unit_price.amount, line.unit_price.currency)
-             for n, line in enumerate(ev.lines, start=1)])
-    return True
+        """WITH o AS (
+             INSERT INTO orders (order_id, customer_id, status, channel, total_amount, currency, delivery,
+                                 payment_mode, language, placed_at, standing_order_id, occurrence, priced_note,
+                                 updated_at)
+             VALUES (%(id)s, %(customer)s, 'placed', %(channel)s, %(amount)s, %(currency)s, %(delivery)s,
+                     %(mode)s, %(language)s, %(placed_at)s, %(standing)s, %(occurrence)s, %(note)s, %(now)s)
+             ON CONFLICT (order_id) DO NOTHING RETURNING order_id),
+           l AS (
+             INSERT INTO order_lines (order_id, line_no, sku, name, quantity, unit_price, currency)
+             SELECT o.order_id, l.* FROM o,
+                    unnest(%(nos)s::int[], %(skus)s::text[], %(names)s::text[], %(qty)s::int[],
+                           %(prices)s::numeric[], %(currencies)s::text[]) AS l),
+           t AS (
+             INSERT INTO order_timeline (order_id, event_type, outcome, at, details)
+             SELECT %(id)s, 'OrderPlaced', CASE WHEN n = 1 THEN 'applied' ELSE 'ignored' END, %(now)s,
+                    CASE WHEN n = 1 THEN %(applied)s::jsonb ELSE %(ignored)s::jsonb END
+             FROM (SELECT count(*) AS n FROM o) AS inserted)
+           SELECT count(*) AS n FROM o""",
+        {"id": ev.order_id, "customer": ev.customer_id, "channel": ev.channel, "amount": ev.total.amount,
+         "currency": ev.total.currency, "delivery": Jsonb(ev.delivery.model_dump(mode="json")),
+         "mode": ev.payment.mode, "language": ev.language, "placed_at": ev.placed_at,
+         "standing": ev.standing_order_id, "occurrence": ev.occurrence, "note": ev.priced_note, "now": now,
+         "nos": [n for n, _ in lines], "skus": [x.sku for _, x in lines], "names": [x.name for _, x in lines],
+         "qty": [x.quantity for _, x in lines], "prices": [x.unit_price.amount for _, x in lines],
+         "currencies": [x.unit_price.currency for _, x in lines],
+         "applied": Jsonb(_jsonable({"channel": ev.channel, "total": str(ev.total), "lines": len(ev.lines),
+                                     "placed_at": ev.placed_at})),
+         "ignored": Jsonb({"reason": "the order is already recorded (published again upstream)"})}).fetchone()
+    return row["n"] == 1
 
 
 def get_order(conn: psycopg.Connection, order_id: str, *, lock: bool = False) -> dict | None:
@@ -87,15 +103,25 @@ def set_status(conn: psycopg.Connection, order_id: str, status: str, now: dateti
 
 def mark_confirmed(conn: psycopg.Connection, order_id: str, number: str, now: datetime,
                    charge_reference: str | None) -> bool:
-    """False when `number` is already taken by another order (the caller draws another)."""
-    try:
-        with conn.transaction():
-            conn.execute("""UPDATE orders SET status = 'confirmed', confirmation_number = %s, confirmed_at = %s,
-                                              charge_reference = %s, updated_at = %s WHERE order_id = %s""",
-                         (number, now, charge_reference, now, order_id))
-    except psycopg.errors.UniqueViolation:
-        return False
-    return True
+    """Confirm the order with `number` and note it on its timeline, in one statement; False when
+    `number` is already taken by another order (the caller draws another).
+
+    A savepoint around the UPDATE caught the unique violation before: two more statements per
+    order for a collision of about 1 in 10^12. NOT EXISTS sees every committed number; two orders
+    drawing the same one at the same moment would still meet the unique index, which fails the
+    batch, and the re-run draws again (runtime/batch.py)."""
+    row = conn.execute(
+        """WITH u AS (
+             UPDATE orders SET status = 'confirmed', confirmation_number = %(number)s, confirmed_at = %(now)s,
+                               charge_reference = %(ref)s, updated_at = %(now)s
+             WHERE order_id = %(id)s
+               AND NOT EXISTS (SELECT 1 FROM orders WHERE confirmation_number = %(number)s)
+             RETURNING order_id)
+           INSERT INTO order_timeline (order_id, event_type, outcome, at, details)
+           SELECT order_id, 'OrderConfirmed', 'applied', %(now)s, %(details)s FROM u RETURNING order_id""",
+        {"number": number, "now": now, "ref": charge_reference, "id": order_id,
+         "details": Jsonb({"confirmation_number": number})}).fetchone()
+    return row is not None
 
 
 def mark_shipped(conn: psycopg.Connection, order_id: str, carrier: str, tracking_number: str,

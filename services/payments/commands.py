@@ -98,12 +98,13 @@ def issue_invoice(uow: UnitOfWork, account: SupplierAccount, order: OrderPlaced,
                         due_date=due, now=uow.now())
     if account.unapplied_credit > 0:
         settle(uow, account.customer_id)   # credit waiting (read under the lock we hold): apply it
+        docs.ensure_overdue_check(uow.conn, account.customer_id, uow.now())
     else:
-        # Nothing to apply, so the new invoice only adds its total to the balance. Re-summing every
-        # open invoice made each invoice cost more than the last on an account that keeps some open
+        # Nothing to apply, so the new invoice only adds its total to the balance (and puts the
+        # account on the overdue worker's list, in the same statement). Re-summing every open
+        # invoice made each invoice cost more than the last on an account that keeps some open
         # (the bench's one account: payments 2.5 ms per order after 400 orders, 5.9 after 3000).
         docs.add_to_open_balance(uow.conn, account.customer_id, order.total.amount, uow.now())
-    docs.ensure_overdue_check(uow.conn, account.customer_id, uow.now())
     uow.emit(InvoiceIssued(invoice_number=number, customer_id=account.customer_id, order_id=order.order_id,
                            lines=order.lines, tax_total=tax, total=order.total, issue_date=issued, due_date=due,
                            time_zone=account.time_zone, billing_email=account.billing_email,

@@ -308,3 +308,33 @@ def test_a_nul_in_a_cancel_reason_is_refused_not_a_server_error(orders, staff):
     assert view(staff, order_id)["status"] != "cancelled"
     assert staff.get("/orders/o%00x").status_code == 422  # ids in the path are bounded too
     assert staff.get(f"/customers/{'c' * 201}/orders").status_code == 422
+
+
+def test_an_order_placed_again_upstream_keeps_its_lines_and_is_noted_as_ignored(orders, staff):
+    # insert_order writes the order, its lines and its timeline entry in one statement; a
+    # republished OrderPlaced (a new event id) must add neither an order nor lines, only the note
+    orders.deliver(placed("o-1", "c-1"))
+    assert orders.deliver(placed("o-1", "c-1")) == []
+    assert [(r["line_no"], r["sku"], r["quantity"], r["unit_price"]) for r in
+            orders.query("SELECT * FROM order_lines WHERE order_id = 'o-1' ORDER BY line_no")] == [
+        (1, "BULB-60W", 4, Decimal("1.25")), (2, "CABLE-3M", 1, Decimal("7.10"))]
+    placed_notes = [t for t in view(staff, "o-1")["timeline"] if t["event_type"] == "OrderPlaced"]
+    assert [t["outcome"] for t in placed_notes] == ["applied", "ignored"]
+    assert placed_notes[0]["details"]["lines"] == 2 and placed_notes[0]["details"]["total"]
+    assert "already recorded" in placed_notes[1]["details"]["reason"]
+
+
+def test_a_confirmation_number_already_taken_is_drawn_again(orders, staff, monkeypatch):
+    # mark_confirmed refuses a number another order holds (NOT EXISTS in its UPDATE, no savepoint)
+    from services.orders import commands
+    taken = confirmed_order(orders, "o-1")[0]
+    number = view(staff, taken)["confirmation_number"]
+    draws = iter([number, "SB-FRESH-0001"])
+    monkeypatch.setattr(commands, "new_confirmation_number", lambda: next(draws))
+    orders.deliver(placed("o-2", "c-1"))
+    [confirmed] = orders.deliver(verified("o-2", "c-1"))
+    assert confirmed.data["confirmation_number"] == "SB-FRESH-0001"
+    o2 = view(staff, "o-2")
+    assert o2["confirmation_number"] == "SB-FRESH-0001" and view(staff, taken)["confirmation_number"] == number
+    assert [t["details"] for t in o2["timeline"] if t["event_type"] == "OrderConfirmed"] == [
+        {"confirmation_number": "SB-FRESH-0001"}]

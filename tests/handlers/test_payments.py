@@ -113,6 +113,22 @@ def test_account_within_limit_raises_balance_and_books_balanced_entries(payments
     assert r.status_code == 409, r.text
 
 
+def test_an_account_that_comes_to_owe_is_put_on_the_overdue_workers_list_once(payments, operator):
+    # add_to_open_balance sets next_overdue_check_at in its own UPDATE (it was a second statement):
+    # set when the account first owes, left alone by later invoices (the worker keeps it after that)
+    customer = "c-1"
+    open_account(operator, customer, "1000.00", terms=30)
+    check = "SELECT next_overdue_check_at AS at, open_balance FROM supplier_account WHERE customer_id = %s"
+    assert payments.query(check, (customer,))[0]["at"] is None
+    the_outcome(payments, order("o-1", customer, ACCOUNT, lines=(("BULB-60W", 1, "10.00"),)))
+    [first] = payments.query(check, (customer,))
+    assert first["at"] is not None and first["open_balance"] == Decimal("10.00")
+    payments.clock.advance(timedelta(hours=3))
+    the_outcome(payments, order("o-2", customer, ACCOUNT, lines=(("BULB-60W", 1, "5.00"),)))
+    [second] = payments.query(check, (customer,))
+    assert second["at"] == first["at"] and second["open_balance"] == Decimal("15.00")
+
+
 def test_account_over_limit_is_declined_and_not_charged(payments, operator):
     customer = "c-1"
     open_account(operator, customer, "100.00")
