@@ -43,7 +43,7 @@ def time_zone_for(country: str) -> str:
 # --- events that tell us about the order -------------------------------------------------
 
 def on_order_placed(event: OrderPlaced, uow: UnitOfWork) -> None:
-    store.lock_order(uow.conn, event.order_id)
+    # remember_order takes the order's lock (store.lock_order) before it writes the contact
     contact = store.remember_order(uow.conn, order_id=event.order_id, customer_id=event.customer_id,
                                    email=event.delivery.email, recipient=event.delivery.recipient,
                                    language=event.language, country=event.delivery.country, now=uow.now())
@@ -51,7 +51,6 @@ def on_order_placed(event: OrderPlaced, uow: UnitOfWork) -> None:
 
 
 def on_order_confirmed(event: OrderConfirmed, uow: UnitOfWork) -> None:
-    store.lock_order(uow.conn, event.order_id)
     contact = store.remember_order(uow.conn, order_id=event.order_id, customer_id=event.customer_id,
                                    email=event.delivery.email, recipient=event.delivery.recipient,
                                    language=event.language, country=event.delivery.country, now=uow.now(),

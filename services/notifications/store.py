@@ -23,18 +23,27 @@ def lock_order(conn: psycopg.Connection, order_id: str) -> None:
 
 def remember_order(conn: psycopg.Connection, *, order_id: str, customer_id: str, email: str, recipient: str,
                    language: str, country: str, now: datetime, confirmation_number: str | None = None) -> dict[str, Any]:
-    """The order's contact row as it now stands (what order_contact would read next)."""
+    """Take the order's lock (lock_order) and write its contact row, in one statement (they were
+    two per OrderPlaced and per OrderConfirmed); returns the row as it now stands.
+
+    The lock is taken before the row is written (the FROM clause runs first), as lock_order
+    would. What it guards is read by the caller's next statements (what is parked for the
+    order), whose snapshots come after the lock: a park committed by another replica meanwhile is
+    seen. (order_contact's readers still lock first, in a statement of its own: the read that
+    decides whether to park must not use a snapshot from before the lock.)"""
     return conn.execute(
         """INSERT INTO order_contacts (order_id, customer_id, email, recipient, language, country,
                                        confirmation_number, updated_at)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+           SELECT %(order)s, %(customer)s, %(email)s, %(recipient)s, %(language)s, %(country)s, %(number)s, %(now)s
+           FROM (SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(order)s))) AS locked
            ON CONFLICT (order_id) DO UPDATE SET
                customer_id = EXCLUDED.customer_id, email = EXCLUDED.email, recipient = EXCLUDED.recipient,
                language = EXCLUDED.language, country = EXCLUDED.country,
                confirmation_number = COALESCE(EXCLUDED.confirmation_number, order_contacts.confirmation_number),
                updated_at = EXCLUDED.updated_at
            RETURNING *""",
-        (order_id, customer_id, email, recipient, language, country, confirmation_number, now)).fetchone()
+        {"order": order_id, "customer": customer_id, "email": email, "recipient": recipient, "language": language,
+         "country": country, "number": confirmation_number, "now": now, "space": ORDER_LOCK_SPACE}).fetchone()
 
 
 def order_contact(conn: psycopg.Connection, order_id: str) -> dict[str, Any] | None:
@@ -58,13 +67,12 @@ def queue(conn: psycopg.Connection, *, notification_id: str, kind: str, customer
                                       customer_id, recipient, language, subject, body_text, body_html, queued_at,
                                       document, attachment_name, attachment)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-           ON CONFLICT DO NOTHING RETURNING notification_id""",
+           ON CONFLICT DO NOTHING RETURNING notification_id, pg_notify(%s, '')""",
         (notification_id, kind, order_id, reminder_id, standing_order_id, occurrence, customer_id, recipient,
-         language, subject, body_text, body_html, now, document, name, data)).fetchone()
-    if row is not None:
-        # wakes an idle sender at commit (PostgreSQL sends one per transaction however many
-        # emails it queued); the sender's safety net finds the email anyway if this is missed
-        conn.execute(f"NOTIFY {WAKE_CHANNEL}")
+         language, subject, body_text, body_html, now, document, name, data, WAKE_CHANNEL)).fetchone()
+    # pg_notify runs only for a row it inserted: it wakes an idle sender at commit (PostgreSQL
+    # sends one per transaction however many emails it queued), in the INSERT itself rather than
+    # a NOTIFY statement after it; the sender's safety net finds the email anyway if it is missed
     return row is not None
 
 

@@ -33,10 +33,11 @@ def on_order_placed(event: OrderPlaced, uow: UnitOfWork, *, gateway: CardGateway
     """
     cause = uow.cause.id if uow.cause else "direct"
     docs.order_lock(uow.conn, event.order_id)  # its cancellation, if one comes, waits for this decision
-    if not store.claim_payment(uow.conn, event.order_id, event.customer_id, event.payment.mode, cause, uow.now()):
+    claim = store.claim_payment(uow.conn, event.order_id, event.customer_id, event.payment.mode, cause, uow.now())
+    if claim is None:
         log.info("order %s already has a payment decision; event %s skipped", event.order_id, cause)
         return
-    if docs.cancellation(uow.conn, event.order_id) is not None:
+    if claim == "cancelled":
         # cancelled before it was paid: nothing is charged, so there is nothing to announce or refund
         log.info("order %s was cancelled before payment; not charged", event.order_id)
         store.record_declined(uow.conn, event.order_id, "order_cancelled", "the order was cancelled", uow.now())

@@ -19,18 +19,24 @@ _ACCOUNT_COLUMNS = ("customer_id, credit_limit, open_balance, currency, payment_
 # --- payment decisions ----------------------------------------------------------------------------
 
 def claim_payment(conn: psycopg.Connection, order_id: str, customer_id: str, method: str,
-                  event_id: str, now: datetime) -> bool:
-    """Take the order for this event; False if another event already has it.
+                  event_id: str, now: datetime) -> str | None:
+    """Take the order for this event: None if another event already has it, else "cancelled"
+    when a cancellation of the order came first (nothing may be charged), "open" otherwise.
 
     A concurrent claimant of the same order waits here on the primary key until the first
-    transaction ends: it then finds the order taken (commit) or takes it (rollback).
+    transaction ends: it then finds the order taken (commit) or takes it (rollback). The
+    cancellation is read in the same statement (it was one more per order); the caller holds
+    the order's lock (money_store.order_lock) from the statement before, so this statement's
+    snapshot already shows a cancellation that committed while it waited for it.
     """
     row = conn.execute(
         """INSERT INTO payment (order_id, customer_id, method, status, claimed_by_event, claimed_at)
-           VALUES (%s, %s, %s, 'claimed', %s, %s)
-           ON CONFLICT (order_id) DO NOTHING RETURNING order_id""",
-        (order_id, customer_id, method, event_id, now)).fetchone()
-    return row is not None
+           VALUES (%(order)s, %(customer)s, %(method)s, 'claimed', %(event)s, %(now)s)
+           ON CONFLICT (order_id) DO NOTHING
+           RETURNING CASE WHEN EXISTS (SELECT 1 FROM order_cancellation WHERE order_id = %(order)s)
+                          THEN 'cancelled' ELSE 'open' END AS state""",
+        {"order": order_id, "customer": customer_id, "method": method, "event": event_id, "now": now}).fetchone()
+    return None if row is None else row["state"]
 
 
 def record_verified(conn: psycopg.Connection, order_id: str, amount: Decimal, currency: str,
@@ -111,14 +117,20 @@ def raise_open_balance(conn: psycopg.Connection, customer_id: str, amount: Decim
 
 def book(conn: psycopg.Connection, journal_id: str, entries: list[LedgerEntry], *, customer_id: str,
          order_id: str | None, booked_at: datetime, due_on: date | None, document: str | None = None) -> None:
-    """Write one journal; the receivable side carries the invoice's due date."""
-    with conn.cursor() as cur:
-        cur.executemany(
-            """INSERT INTO ledger_entry (journal_id, account, side, amount, currency, customer_id, order_id,
-                                         booked_at, due_on, document)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-            [(journal_id, e.account, e.side, e.amount.amount, e.amount.currency, customer_id, order_id, booked_at,
-              due_on if e.account == receivable(customer_id) else None, document) for e in entries])
+    """Write one journal, all its entries in one statement (executemany sent one per entry); the
+    receivable side carries the invoice's due date."""
+    conn.execute(
+        """INSERT INTO ledger_entry (journal_id, account, side, amount, currency, customer_id, order_id,
+                                     booked_at, due_on, document)
+           SELECT %(journal)s, e.account, e.side, e.amount, e.currency, %(customer)s, %(order)s, %(at)s,
+                  e.due_on, %(document)s
+           FROM unnest(%(accounts)s::text[], %(sides)s::text[], %(amounts)s::numeric[], %(currencies)s::text[],
+                       %(due)s::date[]) WITH ORDINALITY AS e(account, side, amount, currency, due_on, n)
+           ORDER BY e.n""",
+        {"journal": journal_id, "customer": customer_id, "order": order_id, "at": booked_at, "document": document,
+         "accounts": [e.account for e in entries], "sides": [e.side for e in entries],
+         "amounts": [e.amount.amount for e in entries], "currencies": [e.amount.currency for e in entries],
+         "due": [due_on if e.account == receivable(customer_id) else None for e in entries]})
 
 
 def statement(conn: psycopg.Connection, customer_id: str, limit: int) -> list[dict]:

@@ -330,3 +330,35 @@ def test_an_idle_sender_wakes_when_an_email_is_queued_not_at_its_safety_net(noti
         sleeper.join(5)
         worker.close()
     assert not sleeper.is_alive()
+
+
+def test_writing_an_orders_contact_waits_for_the_orders_lock(notifications):
+    # remember_order takes lock_order's lock in its own statement (they were two statements): an
+    # OrderPlaced on one replica must wait for an OrderShipped being parked on another, or it
+    # could miss the parked row and the shipping email would wait forever
+    import threading
+    import time
+
+    import psycopg
+    from services.notifications import store
+
+    done = threading.Event()
+    with psycopg.connect(notifications.url) as holder:
+        store.lock_order(holder, "o-locked")          # a transaction holding the order's lock
+
+        def write():
+            with psycopg.connect(notifications.url) as conn:
+                store.remember_order(conn, order_id="o-locked", customer_id="c-1", email="b@example.com",
+                                     recipient="B", language="en", country="PL", now=datetime.now(timezone.utc))
+                conn.commit()
+            done.set()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(0.5)
+        assert not done.is_set(), "the contact was written while another transaction held the order's lock"
+        holder.commit()
+    writer.join(10)
+    assert done.is_set()
+    [row] = notifications.query("SELECT email FROM order_contacts WHERE order_id = 'o-locked'")
+    assert row["email"] == "b@example.com"
