@@ -137,26 +137,28 @@ def verify_payment(uow: UnitOfWork, order: dict, event: PaymentVerified) -> Deci
         return _ignored(uow, order, "PaymentVerified", decision, **details)
     if decision.verdict != "apply":
         return decision
-    now = uow.now()
-    store.add_timeline(uow.conn, order["order_id"], "PaymentVerified", "applied", now,
-                       {**details, "verified_at": event.verified_at})
     # A verified order always confirms (lifecycle: payment_verified --confirm--> confirmed), so
-    # the verified state is written by the confirming UPDATE: one row version per PaymentVerified.
-    confirm(uow, {**order, "status": decision.state, "charge_reference": event.charge_reference})
+    # the verified state is written by the confirming UPDATE: one row version per PaymentVerified,
+    # and the statement that writes it notes both steps on the timeline.
+    confirm(uow, {**order, "status": decision.state, "charge_reference": event.charge_reference},
+            noted_first=("PaymentVerified", {**details, "verified_at": event.verified_at}))
     return decision
 
 
-def confirm(uow: UnitOfWork, order: dict) -> Decision:
+def confirm(uow: UnitOfWork, order: dict, *, noted_first: tuple[str, dict] | None = None) -> Decision:
     """A verified order is confirmed at once: a confirmation number and an OrderConfirmed.
     `order` is the row as this transaction read it under its lock and then changed it: read
-    again, it was two more round trips per PaymentVerified."""
+    again, it was two more round trips per PaymentVerified. `noted_first`: (event type, details)
+    of the step that led here, noted "applied" on the timeline before the confirmation."""
     conn, now, order_id = uow.conn, uow.now(), order["order_id"]
     decision = decide(order["status"], Step.CONFIRM)
     if decision.verdict != "apply":
+        if noted_first:
+            store.add_timeline(conn, order_id, noted_first[0], "applied", now, noted_first[1])
         return decision
     number = new_confirmation_number()
-    # confirmed and noted on the timeline ("OrderConfirmed applied") by one statement
-    while not store.mark_confirmed(conn, order_id, number, now, order["charge_reference"]):
+    # confirmed and noted on the timeline (noted_first, then "OrderConfirmed applied") by one statement
+    while not store.mark_confirmed(conn, order_id, number, now, order["charge_reference"], noted_first=noted_first):
         number = new_confirmation_number()  # taken by another order (about 1 in 10^12)
     uow.emit(OrderConfirmed(
         order_id=order_id, customer_id=order["customer_id"], confirmation_number=number,

@@ -102,25 +102,32 @@ def set_status(conn: psycopg.Connection, order_id: str, status: str, now: dateti
 
 
 def mark_confirmed(conn: psycopg.Connection, order_id: str, number: str, now: datetime,
-                   charge_reference: str | None) -> bool:
-    """Confirm the order with `number` and note it on its timeline, in one statement; False when
-    `number` is already taken by another order (the caller draws another).
+                   charge_reference: str | None, *, noted_first: tuple[str, dict] | None = None) -> bool:
+    """Confirm the order with `number` and note it on its timeline ("OrderConfirmed applied",
+    after `noted_first`: (event type, details) of the step that led here, also "applied"), in one
+    statement; False when `number` is already taken by another order (the caller draws another),
+    and then nothing is written.
 
     A savepoint around the UPDATE caught the unique violation before: two more statements per
     order for a collision of about 1 in 10^12. NOT EXISTS sees every committed number; two orders
     drawing the same one at the same moment would still meet the unique index, which fails the
     batch, and the re-run draws again (runtime/batch.py)."""
+    notes = ([noted_first] if noted_first else []) + [("OrderConfirmed", {"confirmation_number": number})]
     row = conn.execute(
         """WITH u AS (
              UPDATE orders SET status = 'confirmed', confirmation_number = %(number)s, confirmed_at = %(now)s,
                                charge_reference = %(ref)s, updated_at = %(now)s
              WHERE order_id = %(id)s
                AND NOT EXISTS (SELECT 1 FROM orders WHERE confirmation_number = %(number)s)
-             RETURNING order_id)
-           INSERT INTO order_timeline (order_id, event_type, outcome, at, details)
-           SELECT order_id, 'OrderConfirmed', 'applied', %(now)s, %(details)s FROM u RETURNING order_id""",
+             RETURNING order_id),
+           t AS (
+             INSERT INTO order_timeline (order_id, event_type, outcome, at, details)
+             SELECT u.order_id, n.event_type, 'applied', %(now)s, n.details
+             FROM u, unnest(%(types)s::text[], %(details)s::jsonb[]) WITH ORDINALITY AS n(event_type, details, i)
+             ORDER BY n.i)
+           SELECT order_id FROM u""",
         {"number": number, "now": now, "ref": charge_reference, "id": order_id,
-         "details": Jsonb({"confirmation_number": number})}).fetchone()
+         "types": [t for t, _ in notes], "details": [Jsonb(_jsonable(d)) for _, d in notes]}).fetchone()
     return row is not None
 
 

@@ -338,3 +338,8 @@ def test_a_confirmation_number_already_taken_is_drawn_again(orders, staff, monke
     assert o2["confirmation_number"] == "SB-FRESH-0001" and view(staff, taken)["confirmation_number"] == number
     assert [t["details"] for t in o2["timeline"] if t["event_type"] == "OrderConfirmed"] == [
         {"confirmation_number": "SB-FRESH-0001"}]
+    # the refused draw wrote nothing: the PaymentVerified note (same statement) is there once, first
+    notes = [(t["event_type"], t["outcome"]) for t in o2["timeline"]]
+    assert notes == [("OrderPlaced", "applied"), ("PaymentVerified", "applied"), ("OrderConfirmed", "applied")]
+    [pv] = [t["details"] for t in o2["timeline"] if t["event_type"] == "PaymentVerified"]
+    assert pv["charge_reference"] == "auth-o-2" and pv["method"] == "card" and pv["verified_at"]
