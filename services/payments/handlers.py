@@ -69,8 +69,7 @@ def _charge_account(order: OrderPlaced, uow: UnitOfWork) -> Outcome:
     store.book(uow.conn, journal_id, ledger_entries(order.customer_id, order.total, order.order_id),
                customer_id=order.customer_id, order_id=order.order_id, booked_at=uow.now(),
                due_on=due_on(issued, account.payment_terms_days, account.terms_kind))
-    commands.issue_invoice(uow, account, order, journal_id)
-    commands.account_changed(uow, order.customer_id, "invoice")
+    commands.issue_invoice(uow, account, order, journal_id)   # and announces the account
     return journal_id
 
 

@@ -153,16 +153,6 @@ def sync_account_totals(conn: psycopg.Connection, customer_id: str, now: datetim
            WHERE customer_id = %s""", (now, customer_id))
 
 
-def add_to_open_balance(conn: psycopg.Connection, customer_id: str, amount: Decimal, now: datetime) -> None:
-    """A new invoice on an account with no unapplied credit: the balance sync_account_totals
-    would compute is the one it computed last plus this invoice (the caller holds the lock).
-    The account now owes something, so it is put on the overdue worker's list unless it is on it
-    already (ensure_overdue_check's rule, in the same statement: one fewer per invoice)."""
-    conn.execute("UPDATE supplier_account SET open_balance = open_balance + %s, changed_at = %s, "
-                 "next_overdue_check_at = COALESCE(next_overdue_check_at, %s) "
-                 "WHERE customer_id = %s", (amount, now, now, customer_id))
-
-
 # --- cancellations and refunds ----------------------------------------------------------------------------
 
 def remember_cancellation(conn: psycopg.Connection, order_id: str, customer_id: str, reason: str,

@@ -114,7 +114,7 @@ def test_account_within_limit_raises_balance_and_books_balanced_entries(payments
 
 
 def test_an_account_that_comes_to_owe_is_put_on_the_overdue_workers_list_once(payments, operator):
-    # add_to_open_balance sets next_overdue_check_at in its own UPDATE (it was a second statement):
+    # add_invoice_and_announce sets next_overdue_check_at in its balance UPDATE (it was a second statement):
     # set when the account first owes, left alone by later invoices (the worker keeps it after that)
     customer = "c-1"
     open_account(operator, customer, "1000.00", terms=30)
