@@ -157,12 +157,14 @@ def confirm(uow: UnitOfWork, order: dict, *, noted_first: tuple[str, dict] | Non
             store.add_timeline(conn, order_id, noted_first[0], "applied", now, noted_first[1])
         return decision
     number = new_confirmation_number()
-    # confirmed and noted on the timeline (noted_first, then "OrderConfirmed applied") by one statement
-    while not store.mark_confirmed(conn, order_id, number, now, order["charge_reference"], noted_first=noted_first):
+    # confirmed, noted on the timeline (noted_first, then "OrderConfirmed applied") and its lines
+    # read, by one statement
+    while (lines := store.mark_confirmed(conn, order_id, number, now, order["charge_reference"],
+                                         noted_first=noted_first)) is None:
         number = new_confirmation_number()  # taken by another order (about 1 in 10^12)
     uow.emit(OrderConfirmed(
         order_id=order_id, customer_id=order["customer_id"], confirmation_number=number,
-        lines=to_order_lines(store.order_lines(conn, order_id)),
+        lines=to_order_lines(lines),
         total=Money(amount=order["total_amount"], currency=order["currency"]),
         delivery=Delivery.model_validate(order["delivery"]), language=order["language"], confirmed_at=now,
         standing_order_id=order["standing_order_id"], occurrence=order["occurrence"],

@@ -102,18 +102,19 @@ def set_status(conn: psycopg.Connection, order_id: str, status: str, now: dateti
 
 
 def mark_confirmed(conn: psycopg.Connection, order_id: str, number: str, now: datetime,
-                   charge_reference: str | None, *, noted_first: tuple[str, dict] | None = None) -> bool:
+                   charge_reference: str | None, *, noted_first: tuple[str, dict] | None = None) -> list[dict] | None:
     """Confirm the order with `number` and note it on its timeline ("OrderConfirmed applied",
     after `noted_first`: (event type, details) of the step that led here, also "applied"), in one
-    statement; False when `number` is already taken by another order (the caller draws another),
-    and then nothing is written.
+    statement that also reads the order's lines (for its OrderConfirmed), in line order; None
+    when `number` is already taken by another order (the caller draws another), and then nothing
+    is written.
 
     A savepoint around the UPDATE caught the unique violation before: two more statements per
     order for a collision of about 1 in 10^12. NOT EXISTS sees every committed number; two orders
     drawing the same one at the same moment would still meet the unique index, which fails the
     batch, and the re-run draws again (runtime/batch.py)."""
     notes = ([noted_first] if noted_first else []) + [("OrderConfirmed", {"confirmation_number": number})]
-    row = conn.execute(
+    rows = conn.execute(
         """WITH u AS (
              UPDATE orders SET status = 'confirmed', confirmation_number = %(number)s, confirmed_at = %(now)s,
                                charge_reference = %(ref)s, updated_at = %(now)s
@@ -125,10 +126,12 @@ def mark_confirmed(conn: psycopg.Connection, order_id: str, number: str, now: da
              SELECT u.order_id, n.event_type, 'applied', %(now)s, n.details
              FROM u, unnest(%(types)s::text[], %(details)s::jsonb[]) WITH ORDINALITY AS n(event_type, details, i)
              ORDER BY n.i)
-           SELECT order_id FROM u""",
+           SELECT l.* FROM u LEFT JOIN order_lines l ON l.order_id = u.order_id ORDER BY l.line_no""",
         {"number": number, "now": now, "ref": charge_reference, "id": order_id,
-         "types": [t for t, _ in notes], "details": [Jsonb(_jsonable(d)) for _, d in notes]}).fetchone()
-    return row is not None
+         "types": [t for t, _ in notes], "details": [Jsonb(_jsonable(d)) for _, d in notes]}).fetchall()
+    if not rows:
+        return None   # no row from u: not confirmed
+    return [r for r in rows if r["line_no"] is not None]
 
 
 def mark_shipped(conn: psycopg.Connection, order_id: str, carrier: str, tracking_number: str,

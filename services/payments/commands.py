@@ -94,14 +94,13 @@ def issue_invoice(uow: UnitOfWork, account: SupplierAccount, order: OrderPlaced,
     applied to it. Emits InvoiceIssued, then the account's SupplierAccountChanged ("invoice");
     returns the invoice number."""
     issued = local_date(uow.now(), account.time_zone)
-    number, seq = docs.next_number(uow.conn, "INV", issued.year)
     due = due_on(issued, account.payment_terms_days, account.terms_kind)
     tax = Money(amount=Decimal("0.00"), currency=order.total.currency)
     lines = [line.model_dump(mode="json") for line in order.lines]
-    docs.insert_invoice(uow.conn, number=number, year=issued.year, seq=seq, customer_id=account.customer_id,
-                        order_id=order.order_id, journal_id=journal_id, currency=order.total.currency,
-                        total=order.total.amount, tax_total=tax.amount, lines=lines, issue_date=issued,
-                        due_date=due, now=uow.now())
+    number = docs.insert_invoice(uow.conn, year=issued.year, customer_id=account.customer_id,   # numbered here
+                                 order_id=order.order_id, journal_id=journal_id, currency=order.total.currency,
+                                 total=order.total.amount, tax_total=tax.amount, lines=lines, issue_date=issued,
+                                 due_date=due, now=uow.now())
     if account.unapplied_credit > 0:
         settle(uow, account.customer_id)   # credit waiting (read under the lock we hold): apply it
         docs.ensure_overdue_check(uow.conn, account.customer_id, uow.now())

@@ -31,15 +31,27 @@ def next_number(conn: psycopg.Connection, series: str, year: int) -> tuple[str, 
 
 # --- invoices -------------------------------------------------------------------------------------------
 
-def insert_invoice(conn: psycopg.Connection, *, number: str, year: int, seq: int, customer_id: str, order_id: str,
+def insert_invoice(conn: psycopg.Connection, *, year: int, customer_id: str, order_id: str,
                    journal_id: str, currency: str, total: Decimal, tax_total: Decimal, lines: list[dict],
-                   issue_date: date, due_date: date, now: datetime) -> None:
-    conn.execute(
-        """INSERT INTO invoice (invoice_number, year, seq, customer_id, order_id, journal_id, currency, total,
+                   issue_date: date, due_date: date, now: datetime) -> str:
+    """Insert the invoice under the next INV number of `year`, drawn in the same statement as
+    next_number draws it (gap-free: the counter row stays locked, a rollback returns the number;
+    the same format, INV-2026-000042); returns the number. One statement per invoice, not two."""
+    return conn.execute(
+        """WITH n AS (
+             INSERT INTO document_counter AS c (series, year, last_number) VALUES ('INV', %(year)s, 1)
+             ON CONFLICT (series, year) DO UPDATE SET last_number = c.last_number + 1
+             RETURNING c.last_number AS seq)
+           INSERT INTO invoice (invoice_number, year, seq, customer_id, order_id, journal_id, currency, total,
                                 tax_total, open_amount, lines, issue_date, due_date, issued_at)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-        (number, year, seq, customer_id, order_id, journal_id, currency, total, tax_total, total, Jsonb(lines),
-         issue_date, due_date, now))
+           SELECT 'INV-' || %(year)s::int || '-' || lpad(n.seq::text, greatest(6, length(n.seq::text)), '0'),
+                  %(year)s, n.seq, %(customer)s, %(order)s, %(journal)s, %(currency)s, %(total)s, %(tax)s,
+                  %(total)s, %(lines)s, %(issued)s, %(due)s, %(now)s
+           FROM n
+           RETURNING invoice_number""",
+        {"year": year, "customer": customer_id, "order": order_id, "journal": journal_id, "currency": currency,
+         "total": total, "tax": tax_total, "lines": Jsonb(lines), "issued": issue_date, "due": due_date,
+         "now": now}).fetchone()["invoice_number"]
 
 
 def invoice(conn: psycopg.Connection, number: str) -> dict | None:

@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 
+import psycopg
 import pytest
 
 from schemas import Money, OrderPlaced, deterministic_id
@@ -127,6 +128,27 @@ def test_an_account_that_comes_to_owe_is_put_on_the_overdue_workers_list_once(pa
     the_outcome(payments, order("o-2", customer, ACCOUNT, lines=(("BULB-60W", 1, "5.00"),)))
     [second] = payments.query(check, (customer,))
     assert second["at"] == first["at"] and second["open_balance"] == Decimal("15.00")
+
+
+def test_invoice_numbers_drawn_with_the_insert_read_as_next_number_writes_them(payments, operator):
+    # insert_invoice draws the number in its own statement (it was next_number, then the INSERT):
+    # the same gap-free sequence and the same format as next_number's f"{series}-{year}-{seq:06d}",
+    # past six digits too
+    from services.payments import money_store
+    customer = "c-1"
+    open_account(operator, customer, "100000.00", terms=30)
+    the_outcome(payments, order("o-1", customer, ACCOUNT, lines=(("BULB-60W", 1, "10.00"),)))
+    the_outcome(payments, order("o-2", customer, ACCOUNT, lines=(("BULB-60W", 1, "10.00"),)))
+    year = payments.clock.now().year
+    payments.query("UPDATE document_counter SET last_number = 999999 WHERE series = 'INV' RETURNING 1")
+    the_outcome(payments, order("o-3", customer, ACCOUNT, lines=(("BULB-60W", 1, "10.00"),)))
+    rows = payments.query("SELECT invoice_number, seq FROM invoice ORDER BY seq")
+    assert [(r["invoice_number"], r["seq"]) for r in rows] == [
+        (f"INV-{year}-000001", 1), (f"INV-{year}-000002", 2), (f"INV-{year}-1000000", 1000000)]
+    with psycopg.connect(payments.url) as conn:   # next_number's own format, for the next one
+        conn.row_factory = psycopg.rows.dict_row
+        assert money_store.next_number(conn, "INV", year) == (f"INV-{year}-1000001", 1000001)
+        conn.rollback()
 
 
 def test_account_over_limit_is_declined_and_not_charged(payments, operator):
