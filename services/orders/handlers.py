@@ -45,6 +45,11 @@ def _take(event: PaymentVerified | PaymentDeclined | OrderShipped, uow: UnitOfWo
     """Apply a consumed event to its order now, or park it until the order can take it."""
     order = store.get_order(uow.conn, event.order_id, lock=True)
     if order is None:
+        # Not known: take the lock its OrderPlaced takes, and look again (a new snapshot) before
+        # parking; one being committed by another replica is then seen, or sees what we park.
+        store.lock_order(uow.conn, event.order_id)
+        order = store.get_order(uow.conn, event.order_id, lock=True)
+    if order is None:
         _park(event, uow, NOT_KNOWN)
         return
     decision = apply_event(event, uow, order)

@@ -13,19 +13,36 @@ from schemas import OrderPlaced, ProductChanged
 # --- orders -----------------------------------------------------------------------------------
 
 
+#: namespace of this service's per-order advisory locks (two-key form: never collides with the
+#: runtime's single-key migration and relay locks)
+ORDER_LOCK_SPACE = 7302
+
+
+def lock_order(conn: psycopg.Connection, order_id: str) -> None:
+    """Serialise, until the transaction ends, parking an event for an order not yet known with
+    recording that order (insert_order takes the same lock). Without it, a PaymentVerified handled
+    by one replica could miss the OrderPlaced another is committing and park, while that
+    OrderPlaced missed the parked row: the payment would wait until the parked event expired."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (ORDER_LOCK_SPACE, order_id))
+
+
 def insert_order(conn: psycopg.Connection, ev: OrderPlaced, now: datetime) -> bool:
     """Record a placed order, its lines and its timeline entry in one statement; False when it is
     already known (an upstream republished it: only an "ignored" timeline entry is written).
     One statement, not one per row: psycopg costs 30-50 us of client CPU per statement, and the
-    order, a statement per line and the timeline entry were three of the fifteen per order."""
+    order, a statement per line and the timeline entry were three of the fifteen per order.
+
+    The statement first takes the order's lock (lock_order): the caller's next statement, which
+    looks for what is parked for the order, then sees an event another replica parked meanwhile."""
     lines = list(enumerate(ev.lines, start=1))
     row = conn.execute(
         """WITH o AS (
              INSERT INTO orders (order_id, customer_id, status, channel, total_amount, currency, delivery,
                                  payment_mode, language, placed_at, standing_order_id, occurrence, priced_note,
                                  updated_at)
-             VALUES (%(id)s, %(customer)s, 'placed', %(channel)s, %(amount)s, %(currency)s, %(delivery)s,
-                     %(mode)s, %(language)s, %(placed_at)s, %(standing)s, %(occurrence)s, %(note)s, %(now)s)
+             SELECT %(id)s, %(customer)s, 'placed', %(channel)s, %(amount)s, %(currency)s, %(delivery)s,
+                    %(mode)s, %(language)s, %(placed_at)s, %(standing)s, %(occurrence)s, %(note)s, %(now)s
+             FROM (SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(id)s))) AS locked   -- lock_order's
              ON CONFLICT (order_id) DO NOTHING RETURNING order_id),
            l AS (
              INSERT INTO order_lines (order_id, line_no, sku, name, quantity, unit_price, currency)
@@ -42,6 +59,7 @@ def insert_order(conn: psycopg.Connection, ev: OrderPlaced, now: datetime) -> bo
          "currency": ev.total.currency, "delivery": Jsonb(ev.delivery.model_dump(mode="json")),
          "mode": ev.payment.mode, "language": ev.language, "placed_at": ev.placed_at,
          "standing": ev.standing_order_id, "occurrence": ev.occurrence, "note": ev.priced_note, "now": now,
+         "space": ORDER_LOCK_SPACE,
          "nos": [n for n, _ in lines], "skus": [x.sku for _, x in lines], "names": [x.name for _, x in lines],
          "qty": [x.quantity for _, x in lines], "prices": [x.unit_price.amount for _, x in lines],
          "currencies": [x.unit_price.currency for _, x in lines],

@@ -343,3 +343,27 @@ def test_a_confirmation_number_already_taken_is_drawn_again(orders, staff, monke
     assert notes == [("OrderPlaced", "applied"), ("PaymentVerified", "applied"), ("OrderConfirmed", "applied")]
     [pv] = [t["details"] for t in o2["timeline"] if t["event_type"] == "PaymentVerified"]
     assert pv["charge_reference"] == "auth-o-2" and pv["method"] == "card" and pv["verified_at"]
+
+
+def test_a_payment_verified_racing_its_order_placed_on_another_replica_is_not_stranded(orders, staff):
+    # What broke (found reading the code, 7 Dec 2026): a PaymentVerified handled while another
+    # replica was committing the order's OrderPlaced found no order and parked; that OrderPlaced
+    # had already looked for parked events, so the payment waited until the parked row expired.
+    # Now both take the order's advisory lock, and the PaymentVerified looks again before parking.
+    import time
+
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from services.orders import store
+    with psycopg.connect(orders.url, row_factory=dict_row) as other_replica:
+        assert store.insert_order(other_replica, placed("o-race", "c-1"), now())   # not committed yet
+        out: dict = {}
+        racing = threading.Thread(target=lambda: out.update(emitted=orders.deliver(verified("o-race", "c-1"))))
+        racing.start()
+        time.sleep(0.5)
+        assert racing.is_alive(), "the PaymentVerified did not wait for the OrderPlaced being recorded"
+        other_replica.commit()
+    racing.join(10)
+    assert topics(out["emitted"]) == ["OrderConfirmed"]
+    assert not orders.query("SELECT 1 FROM parked WHERE subject = 'o-race'")
