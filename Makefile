@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install up bench bench-quick bench-kafka bench-scale schemas clean
+.PHONY: demo test install up bench bench-quick bench-kafka bench-scale bench-handlers schemas clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ bench-kafka: $(STAMP)
 # inbox, CRM queries on a large contact log; writes .salesbus/scale.json (--quick: a tenth of the sizes).
 bench-scale: $(STAMP)
 	$(BIN)/python bench/scale.py
+
+# CPU and statements per order of our consumers' handlers alone (payments, orders, notifications on
+# an embedded PostgreSQL, no broker): steadier than the stack's figure on a shared VM, for A/B of
+# handler and SQL changes; writes .salesbus/handler-bench.json.
+bench-handlers: $(STAMP)
+	$(BIN)/python bench/handler_bench.py
 
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.generate
