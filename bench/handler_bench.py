@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from runtime import db  # noqa: E402
 from runtime.batch import BatchProcessor  # noqa: E402
@@ -40,13 +41,11 @@ from runtime.service import load_service  # noqa: E402
 from schemas import OrderPlaced, deterministic_id, envelope, to_record  # noqa: E402
 from tests.harness import bind  # noqa: E402
 
+from checkout_bench import DELIVERY  # noqa: E402  (the stack benchmark's upstream orders' delivery)
+
 CUSTOMER = "bench-account"
 SERVICES = ("payments", "orders", "notifications")
-#: which service consumes what the others emit (what the stack's topics route)
-ROUTES = {"OrderPlaced": ("payments", "orders", "notifications"), "PaymentVerified": ("orders",),
-          "InvoiceIssued": ("notifications",), "OrderConfirmed": ("notifications",)}
-DELIVERY = {"recipient": "Goods in", "address_lines": ["Industrial zone 4"], "city": "Split", "postal_code": "21000",
-            "country": "HR", "phone": "+385 21 555", "email": "bench@example.hr"}   # checkout_bench's
+
 
 
 def order_records(n: int, prefix: str) -> list[Record]:
@@ -183,9 +182,10 @@ def main() -> None:
             queue = list(records)
             while queue:
                 inbound: dict[str, list[Record]] = {name: [] for name in SERVICES}
-                for r in queue:
-                    for name in ROUTES.get(r.topic, ()):
-                        inbound[name].append(r)
+                for r in queue:   # to every service whose HANDLERS table names the topic, as the bus would
+                    for name in SERVICES:
+                        if r.topic in services[name].spec.handlers:
+                            inbound[name].append(r)
                 queue = []
                 for name in SERVICES:
                     todo = inbound[name]

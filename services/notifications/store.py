@@ -5,7 +5,6 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 # Namespace for this service's per-order advisory locks (two-key form: never collides with
 # the runtime's single-key migration and relay locks).
