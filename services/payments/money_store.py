@@ -18,15 +18,22 @@ def order_lock(conn: psycopg.Connection, order_id: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('payments-order:' || %s, 0))", (order_id,))
 
 
+#: The next number of a series for a year, gap-free: the first of a year inserts 1, every later
+#: one increments the row it conflicts with, which stays locked in the caller's transaction (a
+#: rollback returns the number). One statement (it was an INSERT ... DO NOTHING, then the UPDATE);
+#: the number is formatted here, INV-2026-000042, so next_number and insert_invoice (which draws it
+#: inside its INSERT) cannot format it differently.
+_DRAW_NUMBER = """INSERT INTO document_counter AS c (series, year, last_number) VALUES (%(series)s, %(year)s, 1)
+                  ON CONFLICT (series, year) DO UPDATE SET last_number = c.last_number + 1
+                  RETURNING c.last_number AS seq,
+                            c.series || '-' || c.year || '-'
+                            || lpad(c.last_number::text, greatest(6, length(c.last_number::text)), '0') AS number"""
+
+
 def next_number(conn: psycopg.Connection, series: str, year: int) -> tuple[str, int]:
-    """The next number of the series for the year, gap-free: the counter row is locked and
-    incremented in the caller's transaction, so a rollback returns the number."""
-    # One statement (it was an INSERT ... DO NOTHING, then the UPDATE): the first of a year
-    # inserts 1, every later one increments the row it conflicts with, which stays locked.
-    seq = conn.execute("""INSERT INTO document_counter AS c (series, year, last_number) VALUES (%s, %s, 1)
-                          ON CONFLICT (series, year) DO UPDATE SET last_number = c.last_number + 1
-                          RETURNING c.last_number""", (series, year)).fetchone()["last_number"]
-    return f"{series}-{year}-{seq:06d}", seq
+    """The next number of the series for the year and its sequence, gap-free (_DRAW_NUMBER)."""
+    row = conn.execute(_DRAW_NUMBER, {"series": series, "year": year}).fetchone()
+    return row["number"], row["seq"]
 
 
 # --- invoices -------------------------------------------------------------------------------------------
@@ -34,22 +41,17 @@ def next_number(conn: psycopg.Connection, series: str, year: int) -> tuple[str, 
 def insert_invoice(conn: psycopg.Connection, *, year: int, customer_id: str, order_id: str,
                    journal_id: str, currency: str, total: Decimal, tax_total: Decimal, lines: list[dict],
                    issue_date: date, due_date: date, now: datetime) -> str:
-    """Insert the invoice under the next INV number of `year`, drawn in the same statement as
-    next_number draws it (gap-free: the counter row stays locked, a rollback returns the number;
-    the same format, INV-2026-000042); returns the number. One statement per invoice, not two."""
+    """Insert the invoice under the next INV number of `year`, drawn in the same statement
+    (_DRAW_NUMBER, as next_number draws it); returns the number. One statement per invoice, not two."""
     return conn.execute(
-        """WITH n AS (
-             INSERT INTO document_counter AS c (series, year, last_number) VALUES ('INV', %(year)s, 1)
-             ON CONFLICT (series, year) DO UPDATE SET last_number = c.last_number + 1
-             RETURNING c.last_number AS seq)
-           INSERT INTO invoice (invoice_number, year, seq, customer_id, order_id, journal_id, currency, total,
-                                tax_total, open_amount, lines, issue_date, due_date, issued_at)
-           SELECT 'INV-' || %(year)s::int || '-' || lpad(n.seq::text, greatest(6, length(n.seq::text)), '0'),
-                  %(year)s, n.seq, %(customer)s, %(order)s, %(journal)s, %(currency)s, %(total)s, %(tax)s,
-                  %(total)s, %(lines)s, %(issued)s, %(due)s, %(now)s
-           FROM n
-           RETURNING invoice_number""",
-        {"year": year, "customer": customer_id, "order": order_id, "journal": journal_id, "currency": currency,
+        f"""WITH n AS ({_DRAW_NUMBER})
+            INSERT INTO invoice (invoice_number, year, seq, customer_id, order_id, journal_id, currency, total,
+                                 tax_total, open_amount, lines, issue_date, due_date, issued_at)
+            SELECT n.number, %(year)s, n.seq, %(customer)s, %(order)s, %(journal)s, %(currency)s, %(total)s,
+                   %(tax)s, %(total)s, %(lines)s, %(issued)s, %(due)s, %(now)s
+            FROM n
+            RETURNING invoice_number""",
+        {"series": "INV", "year": year, "customer": customer_id, "order": order_id, "journal": journal_id, "currency": currency,
          "total": total, "tax": tax_total, "lines": Jsonb(lines), "issued": issue_date, "due": due_date,
          "now": now}).fetchone()["invoice_number"]
 
@@ -171,10 +173,6 @@ def remember_cancellation(conn: psycopg.Connection, order_id: str, customer_id: 
                           cancelled_at: datetime) -> None:
     conn.execute("INSERT INTO order_cancellation (order_id, customer_id, reason, cancelled_at) "
                  "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", (order_id, customer_id, reason, cancelled_at))
-
-
-def cancellation(conn: psycopg.Connection, order_id: str) -> dict | None:
-    return conn.execute("SELECT * FROM order_cancellation WHERE order_id = %s", (order_id,)).fetchone()
 
 
 def refund_of(conn: psycopg.Connection, order_id: str) -> dict | None:
